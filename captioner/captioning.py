@@ -1,0 +1,77 @@
+"""Captioning image files: loading, batching, and writing results and attention maps."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from captioner.data import resize_image
+from captioner.images import ImageLoadError, load_image
+from captioner.inference import Caption, Captioner
+from captioner.visualize import save_attention
+
+
+@dataclasses.dataclass
+class FileResult:
+    """The outcome for one input file: a caption, or the error that prevented it."""
+
+    path: Path
+    caption: Caption | None = None
+    error: str | None = None
+    attention_files: list[Path] = dataclasses.field(default_factory=list)
+
+    def to_json(self) -> dict:
+        if self.caption is None:
+            return {"image": str(self.path), "error": self.error}
+        row = {
+            "image": str(self.path),
+            "caption": self.caption.text,
+            "tokens": self.caption.words,
+            "score": round(self.caption.score, 6),
+        }
+        if self.attention_files:
+            row["attention"] = [str(p) for p in self.attention_files]
+        return row
+
+
+def caption_files(
+    captioner: Captioner,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 32,
+    attention_dir: str | Path | None = None,
+    attention_formats: Sequence[str] = ("png", "npz"),
+) -> Iterator[FileResult]:
+    """Captions image files batch by batch, yielding one result per path in order.
+
+    A file that cannot be read gives a result with `error` set; the others go on.
+    """
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start : start + batch_size]
+        originals: dict[int, np.ndarray] = {}
+        results = [FileResult(path) for path in chunk]
+        for i, path in enumerate(chunk):
+            try:
+                originals[i] = load_image(path)
+            except ImageLoadError as error:
+                results[i].error = str(error)
+        if originals:
+            batch = np.stack(
+                [resize_image(img, captioner.image_size).numpy() for img in originals.values()]
+            )
+            for i, caption in zip(originals, captioner.caption(batch)):
+                results[i].caption = caption
+                if attention_dir is not None:
+                    stem = Path(attention_dir) / f"{start + i:05d}_{chunk[i].stem}"
+                    results[i].attention_files = save_attention(
+                        stem,
+                        originals[i],
+                        caption.words,
+                        caption.alphas,
+                        caption.betas,
+                        formats=attention_formats,
+                    )
+        yield from results

@@ -1,0 +1,68 @@
+"""Run configuration: every setting that defines a training run, saved as `config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+CONFIG_VERSION = 1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run; the defaults are the synthetic main job's.
+
+    Data: `data` is a Karpathy-format JSON (None: the built-in synthetic dataset, generated
+    under `synthetic_dir` on first use) and `images` the root its image paths are relative
+    to (None: the JSON's folder).
+    """
+
+    data: str | None = None
+    images: str | None = None
+    synthetic_dir: str = "data/synthetic"
+    out: str = "runs/synthetic"
+
+    # Model.
+    encoder: str = "small_cnn"
+    encoder_weights: str | None = None
+    train_encoder: bool | None = None  # None: train small CNNs, freeze pretrained backbones
+    image_size: int = 128
+    embed_dim: int = 64
+    units: int = 256
+    attention_dim: int = 128
+    dropout: float = 0.3
+    attention: str = "soft"  # "soft", or "mean" (ablation: the mean annotation every step)
+    penalty_weight: float = 1.0
+
+    # Vocabulary and captions.
+    min_count: int = 1
+    max_length: int = 20
+
+    # Optimisation.
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    clip_norm: float = 5.0
+    seed: int = 0
+    jit_compile: bool = False
+
+    # Validation: free-running BLEU-4 after every epoch on (at most) this many images.
+    val_images: int = 500
+    val_beam_size: int = 1
+
+    def save(self, path: str | Path) -> None:
+        data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        version = data.pop("config_version", None)
+        if version != CONFIG_VERSION:
+            raise ValueError(f"{path}: config version {version!r}, expected {CONFIG_VERSION}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}")
+        return cls(**data)

@@ -1,0 +1,144 @@
+"""The captioning model: encoder + decoder, with the paper's training loss."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from captioner.decoder import AttentionDecoder
+from captioner.encoders import build_encoder
+
+
+def caption_loss(targets, logits, alphas, penalty_weight=1.0):
+    """Masked cross-entropy plus the doubly stochastic attention penalty.
+
+    Args:
+        targets: (B, T) ids, 0 on padding.
+        logits: (B, T, V).
+        alphas: (B, T, L) attention weights.
+        penalty_weight: lambda.
+
+    Returns:
+        (total, cross_entropy, penalty): cross-entropy is the mean over real tokens only;
+        penalty = mean_b sum_i (1 - sum_t alpha_ti)^2 with t over real steps only.
+    """
+    mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
+    logits = ops.cast(logits, "float32")
+    token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    cross_entropy = ops.sum(token_loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+    attention_sum = ops.sum(ops.cast(alphas, "float32") * mask[..., None], axis=1)  # (B, L)
+    penalty = ops.mean(ops.sum(ops.square(1.0 - attention_sum), axis=-1))
+    return cross_entropy + penalty_weight * penalty, cross_entropy, penalty
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class CaptioningModel(keras.Model):
+    """Image (B, S, S, 3) uint8 + previous words (B, T) -> next-word logits and attention.
+
+    Args:
+        vocab_size: V.
+        encoder: an encoder name (see `captioner.encoders.ENCODERS`).
+        image_size: S.
+        encoder_weights: None, "imagenet" or a local file, used at construction only; a
+            saved model carries its weights and its config says None.
+        train_encoder: whether the encoder's weights are trained.
+        penalty_weight: lambda of the doubly stochastic penalty (0 for the ablation).
+        max_length: the longest caption (words) the model is trained for and generates.
+        **decoder_options: `AttentionDecoder` arguments (embed_dim, units, ...).
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        encoder="small_cnn",
+        image_size=128,
+        encoder_weights=None,
+        train_encoder=True,
+        penalty_weight=1.0,
+        max_length=20,
+        embed_dim=64,
+        units=256,
+        attention_dim=128,
+        dropout=0.3,
+        attention="soft",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.encoder_name = encoder
+        self.image_size = image_size
+        self.train_encoder = train_encoder
+        self.penalty_weight = penalty_weight
+        self.max_length = max_length
+        self.encoder = build_encoder(encoder, image_size, encoder_weights)
+        self.encoder.trainable = train_encoder
+        self.decoder = AttentionDecoder(
+            vocab_size,
+            embed_dim=embed_dim,
+            units=units,
+            attention_dim=attention_dim,
+            dropout=dropout,
+            attention=attention,
+            name="decoder",
+        )
+        self.cross_entropy_tracker = keras.metrics.Mean(name="xent")
+        self.penalty_tracker = keras.metrics.Mean(name="penalty")
+
+    def encode(self, images, training=False):
+        """(B, S, S, 3) uint8 images -> (B, L, D) annotations and the grid (gh, gw)."""
+        features = self.encoder(images, training=training and self.train_encoder)
+        _, height, width, depth = features.shape
+        return ops.reshape(features, (-1, height * width, depth)), (height, width)
+
+    @property
+    def grid_size(self):
+        shape = self.encoder.compute_output_shape((None, self.image_size, self.image_size, 3))
+        return shape[1], shape[2]
+
+    def call(self, inputs, training=False):
+        images, caption_in = inputs
+        annotations, _ = self.encode(images, training=training)
+        logits, alphas, betas = self.decoder(annotations, caption_in, training=training)
+        return {"logits": logits, "alphas": alphas, "betas": betas}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total, cross_entropy, penalty = caption_loss(
+            y, y_pred["logits"], y_pred["alphas"], self.penalty_weight
+        )
+        self.cross_entropy_tracker.update_state(cross_entropy)
+        self.penalty_tracker.update_state(penalty)
+        return total + ops.sum(self.losses) if self.losses else total
+
+    def build(self, input_shape=None):
+        # Runs the model once on dummy inputs so that every weight exists (also on load).
+        if self.built:
+            return
+        self.built = True  # before the call, which would otherwise build again
+        images = ops.zeros((1, self.image_size, self.image_size, 3), "uint8")
+        caption_in = ops.zeros((1, 2), "int32")
+        self((images, caption_in))
+
+    def get_build_config(self):
+        return {"image_size": self.image_size}
+
+    def build_from_config(self, config):
+        self.build()
+
+    def get_config(self):
+        config = super().get_config()
+        decoder = self.decoder
+        config.update(
+            vocab_size=self.vocab_size,
+            encoder=self.encoder_name,
+            image_size=self.image_size,
+            encoder_weights=None,
+            train_encoder=self.train_encoder,
+            penalty_weight=self.penalty_weight,
+            max_length=self.max_length,
+            embed_dim=decoder.embed_dim,
+            units=decoder.units,
+            attention_dim=decoder.attention_dim,
+            dropout=decoder.dropout_rate,
+            attention=decoder.attention_mode,
+        )
+        return config

@@ -1,0 +1,146 @@
+"""Training: teacher forcing, model selection by free-running validation BLEU-4."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from captioner.config import TrainConfig
+from captioner.data import ImageRecord, load_karpathy, select_split, training_dataset
+from captioner.encoders import is_pretrained
+from captioner.evaluation import evaluate_split
+from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
+from captioner.model import CaptioningModel
+from captioner.synth import generate_dataset
+from captioner.vocab import Vocabulary
+
+HISTORY_FILE = "history.json"
+
+
+def resolve_dataset(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
+    """The dataset JSON to train on; the synthetic one is generated on first use."""
+    if config.data is not None:
+        return Path(config.data)
+    path = Path(config.synthetic_dir) / "dataset.json"
+    if not path.is_file():
+        log(f"generating the synthetic dataset in {config.synthetic_dir} (once) ...")
+        started = time.perf_counter()
+        generate_dataset(config.synthetic_dir)
+        log(f"  done in {time.perf_counter() - started:.1f}s")
+    return path
+
+
+class ValidationCallback(keras.callbacks.Callback):
+    """After every epoch: free-running validation scores, history file, best model kept."""
+
+    def __init__(self, vocab: Vocabulary, records: list[ImageRecord], run_dir: Path, log):
+        super().__init__()
+        self.vocab = vocab
+        self.records = records
+        self.run_dir = run_dir
+        self.log = log
+        self.best = -math.inf
+        self.history: list[dict] = []
+        self.captioner: Captioner | None = None
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        train_seconds = time.perf_counter() - self.epoch_started
+        if self.captioner is None:
+            self.captioner = Captioner(self.model, self.vocab)
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        row["train_seconds"] = round(train_seconds, 2)
+        if self.records:
+            scores = evaluate_split(self.captioner, self.records, split="val")
+            row.update({f"val_{k}": v for k, v in scores.items() if k.startswith("bleu")})
+            if "object_accuracy" in scores:
+                row["val_object_accuracy"] = scores["object_accuracy"]
+            logs.update({k: v for k, v in row.items() if k.startswith("val_")})
+            metric = scores["bleu4"]
+        else:
+            metric = -row["loss"]  # no validation split: keep the lowest training loss
+        improved = metric > self.best
+        if improved:
+            self.best = metric
+            self.model.save(self.run_dir / MODEL_FILE)
+        row["best"] = improved
+        self.history.append(row)
+        (self.run_dir / HISTORY_FILE).write_text(
+            json.dumps(self.history, indent=2) + "\n", encoding="utf-8"
+        )
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"
+        )
+        self.log(f"epoch {epoch + 1}: {shown}{'  (best, saved)' if improved else ''}")
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int = 1) -> Path:
+    """Trains a captioning model as `config` says; returns the run directory.
+
+    The run directory receives config.json, vocab.json, model.keras (the best epoch by
+    free-running validation BLEU-4) and history.json.
+    """
+    data_path = resolve_dataset(config, log)
+    records = load_karpathy(data_path, config.images)
+    train_records = [r for r in select_split(records, "train") if r.captions]
+    val_records = [r for r in select_split(records, "val") if r.captions][: config.val_images]
+    if not train_records:
+        raise ValueError(f"{data_path}: no training images with captions")
+    log(f"{data_path}: {len(train_records)} training images, {len(val_records)} validation")
+
+    run_dir = Path(config.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    vocab = Vocabulary.build((c for r in train_records for c in r.captions), config.min_count)
+    vocab.save(run_dir / VOCAB_FILE)
+    config.save(run_dir / CONFIG_FILE)
+    log(f"vocabulary: {len(vocab)} words (min count {config.min_count})")
+
+    keras.utils.set_random_seed(config.seed)
+    train_encoder = config.train_encoder
+    if train_encoder is None:
+        train_encoder = not is_pretrained(config.encoder)
+    model = CaptioningModel(
+        len(vocab),
+        encoder=config.encoder,
+        image_size=config.image_size,
+        encoder_weights=config.encoder_weights,
+        train_encoder=train_encoder,
+        penalty_weight=config.penalty_weight if config.attention == "soft" else 0.0,
+        max_length=config.max_length,
+        embed_dim=config.embed_dim,
+        units=config.units,
+        attention_dim=config.attention_dim,
+        dropout=config.dropout,
+        attention=config.attention,
+    )
+    model.build()
+    log(f"model: {model.count_params():,} parameters, grid {model.grid_size}")
+
+    dataset = training_dataset(
+        train_records,
+        vocab,
+        image_size=config.image_size,
+        max_length=config.max_length,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    steps_per_epoch = math.ceil(len(train_records) / config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * steps_per_epoch, alpha=0.05
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule, global_clipnorm=config.clip_norm),
+        jit_compile=config.jit_compile,
+    )
+    callback = ValidationCallback(vocab, val_records, run_dir, log)
+    model.fit(dataset, epochs=config.epochs, callbacks=[callback], verbose=verbose, shuffle=False)
+    return run_dir

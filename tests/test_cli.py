@@ -1,0 +1,168 @@
+"""The command line end to end on a tiny run: synth -> train -> caption -> evaluate."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioner.cli import main
+from captioner.visualize import load_attention
+
+TINY_MODEL = [
+    "--image-size",
+    "64",
+    "--embed-dim",
+    "8",
+    "--units",
+    "16",
+    "--attention-dim",
+    "8",
+    "--max-length",
+    "8",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "1",
+    "--val-images",
+    "4",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "synth"
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(data),
+                "--num-train",
+                "16",
+                "--num-val",
+                "4",
+                "--num-test",
+                "4",
+                "--image-size",
+                "64",
+            ]
+        )
+        == 0
+    )
+    run_dir = root / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data / "dataset.json"),
+            "--out",
+            str(run_dir),
+            "--quiet",
+            *TINY_MODEL,
+        ]
+    )
+    assert code == 0
+    return data, run_dir
+
+
+def test_train_writes_a_complete_run_directory(run):
+    _, run_dir = run
+    for name in ("config.json", "vocab.json", "model.keras", "history.json"):
+        assert (run_dir / name).is_file(), name
+    history = json.loads((run_dir / "history.json").read_text())
+    assert len(history) == 1
+    assert {"loss", "xent", "penalty", "val_bleu4", "val_object_accuracy"} <= set(history[0])
+
+
+def test_caption_json_lines_and_attention_files(run, tmp_path, capsys):
+    data, run_dir = run
+    images = sorted((data / "images" / "test").glob("*.png"))[:2]
+    attention_dir = tmp_path / "attention"
+    code = main(
+        [
+            "caption",
+            "--model",
+            str(run_dir),
+            *map(str, images),
+            "--format",
+            "json",
+            "--attention-dir",
+            str(attention_dir),
+        ]
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in rows] == [str(p) for p in images]
+    for row in rows:
+        assert isinstance(row["caption"], str) and row["caption"] == " ".join(row["tokens"])
+        npz = [p for p in row["attention"] if p.endswith(".npz")][0]
+        maps = load_attention(npz)
+        assert maps["words"] == row["tokens"]
+        assert maps["alphas"].shape == (len(row["tokens"]), 4, 4)  # 64 px / 16
+        assert maps["image_size"] == (64, 64)
+        np.testing.assert_allclose(maps["alphas"].sum(axis=(1, 2)), 1.0, rtol=1e-4)
+        assert any(p.endswith(".png") for p in row["attention"])
+
+
+def test_caption_names_bad_files_and_goes_on(run, tmp_path, capsys):
+    data, run_dir = run
+    good = sorted((data / "images" / "test").glob("*.png"))[0]
+    bad = tmp_path / "broken.jpg"
+    bad.write_text("<html>not an image</html>")
+    missing = tmp_path / "missing.png"
+    code = main(["caption", "--model", str(run_dir), str(bad), str(good), str(missing)])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{good}: ")
+    assert "broken.jpg: not an image file" in captured.err
+    assert "missing.png: no such file" in captured.err
+
+
+def test_caption_accepts_directories_and_globs(run, capsys, tmp_path):
+    data, run_dir = run
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.full((50, 90, 3), 200, np.uint8)).save(folder / "wide.jpg")
+    Image.fromarray(np.full((30, 30), 90, np.uint8)).save(folder / "grey.png")
+    pattern = str(data / "images" / "test" / "test_0000[01].png")
+    assert main(["caption", "--model", str(run_dir), str(folder), pattern]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+
+
+def test_evaluate_writes_metrics_predictions_and_per_image(run, tmp_path, capsys):
+    data, run_dir = run
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(run_dir), "--out", str(out)]) == 0
+    assert "bleu4" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_images"] == 4
+    assert metrics["beam_size"] == 1
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "object_accuracy"):
+        assert 0.0 <= metrics[key] <= 100.0
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert len(predictions) == 4 and set(predictions[0]) == {"image_id", "caption"}
+    rows = [json.loads(x) for x in (out / "per_image.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len(rows[0]["references"]) >= 3
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path, capsys):
+    assert main(["caption", "--model", str(tmp_path), "x.png"]) == 2
+    err = capsys.readouterr().err
+    assert "not a run directory" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "two"])
+    assert exit_info.value.code == 2
+
+
+def test_script_wrappers_call_their_subcommand(monkeypatch, capsys):
+    import runpy
+
+    for script, command in (("train.py", "train"), ("evaluate.py", "evaluate")):
+        monkeypatch.setattr("sys.argv", [script, "--help"])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(script, run_name="__main__")
+        assert exit_info.value.code == 0
+        assert f"usage: captioner {command}" in capsys.readouterr().out

@@ -1,0 +1,88 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from captioner.model import CaptioningModel, caption_loss
+
+V = 13
+
+
+def tiny_model(**options):
+    model = CaptioningModel(
+        V, image_size=32, embed_dim=8, units=16, attention_dim=8, max_length=6, **options
+    )
+    model.build()
+    return model
+
+
+def random_batch(batch=2, steps=5, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (batch, 32, 32, 3), dtype=np.uint8)
+    caption_in = rng.integers(1, V, (batch, steps)).astype(np.int32)
+    return images, caption_in
+
+
+def test_outputs_have_the_grid_of_the_encoder():
+    model = tiny_model()
+    assert model.grid_size == (2, 2)  # 32 px / 16
+    images, caption_in = random_batch()
+    out = model((images, caption_in))
+    assert tuple(out["logits"].shape) == (2, 5, V)
+    assert tuple(out["alphas"].shape) == (2, 5, 4)
+
+
+def test_penalty_matches_numpy():
+    rng = np.random.default_rng(3)
+    targets = np.array([[5, 6, 2, 0, 0], [7, 2, 0, 0, 0]], np.int32)
+    logits = rng.normal(size=(2, 5, V)).astype(np.float32)
+    alphas = rng.dirichlet(np.ones(4), size=(2, 5)).astype(np.float32)
+    _, _, penalty = caption_loss(targets, logits, alphas)
+    mask = (targets != 0).astype(np.float32)
+    coverage = (alphas * mask[..., None]).sum(axis=1)  # (B, L), real steps only
+    expected = np.mean(np.sum((1.0 - coverage) ** 2, axis=-1))
+    np.testing.assert_allclose(ops.convert_to_numpy(penalty), expected, rtol=1e-5)
+
+
+def test_cross_entropy_is_the_mean_over_real_tokens():
+    targets = np.array([[3, 2, 0]], np.int32)
+    logits = np.zeros((1, 3, V), np.float32)
+    logits[0, 2, 5] = 100.0  # a wild prediction at a padded step must not count
+    total, cross_entropy, penalty = caption_loss(targets, logits, np.full((1, 3, 2), 0.5), 0.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(cross_entropy), np.log(V), rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(total), np.log(V), rtol=1e-5)
+
+
+def test_padding_a_batch_further_changes_nothing():
+    model = tiny_model()
+    images, _ = random_batch()
+    sequences = np.array([[1, 4, 5, 6, 2, 0], [1, 7, 2, 0, 0, 0]], np.int32)
+    losses = []
+    for extra in (0, 4):
+        padded = np.pad(sequences, ((0, 0), (0, extra)))
+        out = model((images, padded[:, :-1]))
+        losses.append([float(x) for x in caption_loss(padded[:, 1:], out["logits"], out["alphas"])])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["soft", "mean"])
+def test_keras_save_load_gives_identical_outputs(tmp_path, attention):
+    model = tiny_model(attention=attention)
+    images, caption_in = random_batch()
+    before = model((images, caption_in))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    after = loaded((images, caption_in))
+    for key in ("logits", "alphas", "betas"):
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(before[key]), ops.convert_to_numpy(after[key])
+        )
+    assert loaded.get_config() == model.get_config()
+
+
+def test_config_round_trip():
+    model = tiny_model(attention="mean", penalty_weight=0.0)
+    clone = CaptioningModel.from_config(model.get_config())
+    clone.build()
+    assert clone.get_config() == model.get_config()
+    assert clone.count_params() == model.count_params()
