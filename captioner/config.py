@@ -40,9 +40,9 @@ class TrainConfig:
     max_length: int = 20
 
     # Optimisation.
-    epochs: int = 12
-    batch_size: int = 64
-    learning_rate: float = 2e-3
+    epochs: int = 8
+    batch_size: int = 32
+    learning_rate: float = 1e-3
     clip_norm: float = 5.0
     seed: int = 0
     jit_compile: bool = False
