@@ -31,13 +31,21 @@ def caption_loss(targets, logits, alphas, penalty_weight=1.0):
     return cross_entropy + penalty_weight * penalty, cross_entropy, penalty
 
 
+def _serialize_encoder(encoder):
+    # Without its build config: the model builds the encoder itself, by running it.
+    config = keras.saving.serialize_keras_object(encoder)
+    config.pop("build_config", None)
+    return config
+
+
 @keras.saving.register_keras_serializable(package="captioner")
 class CaptioningModel(keras.Model):
     """Image (B, S, S, 3) uint8 + previous words (B, T) -> next-word logits and attention.
 
     Args:
         vocab_size: V.
-        encoder: an encoder name (see `captioner.encoders.ENCODERS`).
+        encoder: an encoder name (see `captioner.encoders.ENCODERS`), or a serialized
+            encoder layer (as in a saved model's config).
         image_size: S.
         encoder_weights: None, "imagenet" or a local file, used at construction only; a
             saved model carries its weights and its config says None.
@@ -65,12 +73,14 @@ class CaptioningModel(keras.Model):
     ):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
-        self.encoder_name = encoder
         self.image_size = image_size
         self.train_encoder = train_encoder
         self.penalty_weight = penalty_weight
         self.max_length = max_length
-        self.encoder = build_encoder(encoder, image_size, encoder_weights)
+        if isinstance(encoder, dict):
+            self.encoder = keras.saving.deserialize_keras_object(encoder)
+        else:
+            self.encoder = build_encoder(encoder, image_size, encoder_weights)
         self.encoder.trainable = train_encoder
         self.decoder = AttentionDecoder(
             vocab_size,
@@ -129,7 +139,7 @@ class CaptioningModel(keras.Model):
         decoder = self.decoder
         config.update(
             vocab_size=self.vocab_size,
-            encoder=self.encoder_name,
+            encoder=_serialize_encoder(self.encoder),
             image_size=self.image_size,
             encoder_weights=None,
             train_encoder=self.train_encoder,

@@ -86,3 +86,21 @@ def test_config_round_trip():
     clone.build()
     assert clone.get_config() == model.get_config()
     assert clone.count_params() == model.count_params()
+
+
+def test_a_saved_model_keeps_its_own_encoder_architecture(tmp_path):
+    from captioner.encoders import SmallCNN
+
+    model = CaptioningModel(V, image_size=32, embed_dim=8, units=16, attention_dim=8)
+    model.encoder = SmallCNN(
+        stem_filters=8, filters=(8, 16), convs_per_stage=(1, 1), name="encoder"
+    )
+    model.build()
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.encoder.get_config()["filters"] == [8, 16]
+    images, caption_in = random_batch()
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(model((images, caption_in))["logits"]),
+        ops.convert_to_numpy(loaded((images, caption_in))["logits"]),
+    )
