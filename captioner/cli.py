@@ -37,8 +37,6 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     from captioner.config import TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
-        if field.name == "val_beam_size":
-            continue
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         help_text = TRAIN_HELP.get(field.name, field.name.replace("_", " "))

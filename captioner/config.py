@@ -52,9 +52,8 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
 
-    # Validation: free-running BLEU-4 after every epoch on (at most) this many images.
+    # Validation: free-running (greedy) BLEU-4 after every epoch on at most this many images.
     val_images: int = 500
-    val_beam_size: int = 1
 
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}

@@ -64,7 +64,7 @@ class Captioner:
         TrainConfig.load(run_dir / CONFIG_FILE)  # refuses runs of an incompatible version
         import captioner.model  # noqa: F401  (registers the custom layers)
 
-        model = keras.saving.load_model(run_dir / MODEL_FILE, safe_mode=True)
+        model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False, safe_mode=True)
         return cls(model, Vocabulary.load(run_dir / VOCAB_FILE))
 
     def _generate_graph(self, images):
