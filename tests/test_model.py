@@ -91,9 +91,14 @@ def test_config_round_trip():
 def test_a_saved_model_keeps_its_own_encoder_architecture(tmp_path):
     from captioner.encoders import SmallCNN
 
-    model = CaptioningModel(V, image_size=32, embed_dim=8, units=16, attention_dim=8)
-    model.encoder = SmallCNN(
-        stem_filters=8, filters=(8, 16), convs_per_stage=(1, 1), name="encoder"
+    encoder = SmallCNN(stem_filters=8, filters=(8, 16), convs_per_stage=(1, 1), name="encoder")
+    model = CaptioningModel(
+        V,
+        encoder=keras.saving.serialize_keras_object(encoder),
+        image_size=32,
+        embed_dim=8,
+        units=16,
+        attention_dim=8,
     )
     model.build()
     model.save(tmp_path / "model.keras")
