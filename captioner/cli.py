@@ -12,6 +12,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 TRAIN_HELP = {
     "data": "Karpathy-format dataset JSON (default: the built-in synthetic dataset)",
@@ -26,6 +27,16 @@ TRAIN_HELP = {
     "min_count": "keep words seen at least this often in the training captions",
     "max_length": "longest caption in words (longer ones are truncated)",
     "val_images": "validation images scored after every epoch",
+    "lr_schedule": "learning-rate schedule after the warm-up: cosine, plateau or constant",
+    "plateau_patience": "reduce-on-plateau: epochs without a better validation BLEU-4",
+    "plateau_factor": "reduce-on-plateau: factor the learning rate is multiplied by",
+    "bucketing": "batch captions of similar length together, cut to the longest",
+    "precision": "float32, or mixed: float16 on GPU, bfloat16 on CPU (losses in float32)",
+    "strategy": "tf.distribute strategy: default, mirrored (local GPUs), multiworker (TF_CONFIG)",
+    "checkpoint_steps": "checkpoint every this many steps as well as at epoch ends (0: only there)",
+    "resume": "continue from the run directory's checkpoint if there is one",
+    "tensorboard": "write TensorBoard logs to RUN_DIR/tensorboard",
+    "jit_compile": "compile the training step with XLA",
 }
 
 
@@ -105,6 +116,7 @@ def run_synth(args) -> int:
 
 def run_train(args) -> int:
     from captioner.config import TrainConfig
+    from captioner.trainer import TrainingDiverged, TrainingInterrupted
     from captioner.training import train
 
     values = {
@@ -112,7 +124,14 @@ def run_train(args) -> int:
         for f in dataclasses.fields(TrainConfig)
         if hasattr(args, f.name)
     }
-    run_dir = train(TrainConfig(**values), verbose=0 if args.quiet else 2)
+    try:
+        run_dir = train(TrainConfig(**values), verbose=0 if args.quiet else 1)
+    except TrainingDiverged as error:
+        print(f"captioner: error: {error}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    except TrainingInterrupted as error:
+        print(f"captioner: {error}; run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"run directory: {run_dir}")
     return EXIT_OK
 
@@ -200,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("captioner: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

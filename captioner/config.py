@@ -51,6 +51,18 @@ class TrainConfig:
     clip_norm: float = 5.0
     seed: int = 0
     jit_compile: bool = False
+    lr_schedule: str = "cosine"  # "cosine", "plateau" (reduce on plateau) or "constant"
+    warmup_steps: int = 0  # linear learning-rate warm-up before the schedule
+    plateau_patience: int = 2  # epochs without a better validation BLEU-4 before a cut
+    plateau_factor: float = 0.5
+    bucketing: bool = True  # batches of similar caption lengths, cut to their longest
+    precision: str = "float32"  # "float32", or "mixed" (float16 on GPU, bfloat16 on CPU)
+    strategy: str = "default"  # "default", "mirrored" (local GPUs) or "multiworker"
+
+    # Checkpoints and monitoring.
+    checkpoint_steps: int = 100  # also checkpoint every this many steps (0: epoch ends only)
+    resume: bool = True  # continue from the run directory's checkpoint if there is one
+    tensorboard: bool = True  # TensorBoard logs in RUN_DIR/tensorboard
 
     # Validation: free-running (greedy) BLEU-4 after every epoch on at most this many images.
     val_images: int = 500

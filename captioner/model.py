@@ -22,13 +22,25 @@ def caption_loss(targets, logits, alphas, penalty_weight=1.0):
         (total, cross_entropy, penalty): cross-entropy is the mean over real tokens only;
         penalty = mean_b sum_i (1 - sum_t alpha_ti)^2 with t over real steps only.
     """
+    cross_entropy_sum, tokens, penalty_sum = caption_loss_sums(targets, logits, alphas)
+    cross_entropy = cross_entropy_sum / ops.maximum(tokens, 1.0)
+    penalty = penalty_sum / ops.cast(ops.shape(targets)[0], "float32")
+    return cross_entropy + penalty_weight * penalty, cross_entropy, penalty
+
+
+def caption_loss_sums(targets, logits, alphas):
+    """The loss as sums, for batches split over several devices; all float32.
+
+    Returns:
+        (cross_entropy_sum, tokens, penalty_sum): the summed cross-entropy of the real
+        tokens, their number, and sum_b sum_i (1 - sum_t alpha_ti)^2.
+    """
     mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
     logits = ops.cast(logits, "float32")
     token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
-    cross_entropy = ops.sum(token_loss * mask) / ops.maximum(ops.sum(mask), 1.0)
     attention_sum = ops.sum(ops.cast(alphas, "float32") * mask[..., None], axis=1)  # (B, L)
-    penalty = ops.mean(ops.sum(ops.square(1.0 - attention_sum), axis=-1))
-    return cross_entropy + penalty_weight * penalty, cross_entropy, penalty
+    penalty_sum = ops.sum(ops.square(1.0 - attention_sum))
+    return ops.sum(token_loss * mask), ops.sum(mask), penalty_sum
 
 
 def _serialize_encoder(encoder):
