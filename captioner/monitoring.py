@@ -176,3 +176,47 @@ def plot_curves(rows: list[dict], path: str | Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+class AttentionSnapshots:
+    """A few validation images captioned free-running, with the attention of every word,
+    as RGB arrays for TensorBoard (`TensorBoardCallback(epoch_images=...)`).
+
+    Args:
+        model: the captioning model being trained.
+        vocab: its vocabulary.
+        images: (N, S, S, 3) uint8 validation images (a handful).
+    """
+
+    def __init__(self, model, vocab, images):
+        self.model = model
+        self.vocab = vocab
+        self.images = images
+        self.captioner = None
+
+    def __call__(self, epoch: int) -> list:
+        import tempfile
+
+        import numpy as np
+        from PIL import Image
+
+        from captioner.inference import Captioner
+        from captioner.visualize import save_attention
+
+        if self.captioner is None:
+            self.captioner = Captioner(self.model, self.vocab)
+        snapshots = []
+        with tempfile.TemporaryDirectory() as folder:
+            captions = self.captioner.caption(self.images)
+            for index, (image, caption) in enumerate(zip(self.images, captions)):
+                (png,) = save_attention(
+                    Path(folder) / f"val_{index}",
+                    image,
+                    caption.words,
+                    caption.alphas,
+                    caption.betas,
+                    formats=("png",),
+                )
+                with Image.open(png) as drawn:
+                    snapshots.append((f"attention/val_{index}", np.asarray(drawn.convert("RGB"))))
+        return snapshots

@@ -25,6 +25,7 @@ from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
 from captioner.monitoring import (
     CURVES_FILE,
+    AttentionSnapshots,
     CurvesPlotCallback,
     ProgressCallback,
     TensorBoardCallback,
@@ -36,6 +37,7 @@ from captioner.trainer import Trainer
 from captioner.vocab import Vocabulary
 
 HISTORY_FILE = "history.json"
+ATTENTION_SNAPSHOTS = 3  # validation images shown with their attention in TensorBoard
 
 
 def resolve_dataset(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -267,7 +269,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
             if importlib.util.find_spec("tensorboard") is None:
                 log("TensorBoard logs skipped: the tensorboard package is not installed")
             else:
-                callbacks.append(TensorBoardCallback(run_dir / "tensorboard"))
+                snapshots = None
+                if val_records:
+                    shown = image_dataset(val_records[:ATTENTION_SNAPSHOTS], config.image_size)
+                    images = np.stack([image.numpy() for image in shown])
+                    snapshots = AttentionSnapshots(model, vocab, images)
+                callbacks.append(
+                    TensorBoardCallback(run_dir / "tensorboard", epoch_images=snapshots)
+                )
         trainer = Trainer(
             model,
             step,

@@ -57,7 +57,7 @@ def wait_for_mid_epoch_checkpoint(process, run_dir, timeout=600):
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("kill")
     args = ["synth", "--out", str(root / "synth"), "--num-train", "40", "--num-val", "4",
-            "--num-test", "2", "--image-size", "32"]  # fmt: skip
+            "--num-test", "2", "--image-size", "64"]  # fmt: skip
     assert main(args) == 0
     return root / "synth" / "dataset.json"
 

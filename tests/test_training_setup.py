@@ -1,0 +1,52 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from captioner.checkpoint import CHECKPOINT_FILE
+from captioner.config import TrainConfig
+from captioner.distribute import make_strategy
+from captioner.inference import CONFIG_FILE
+from captioner.model import CaptioningModel
+from captioner.train_step import TrainStep
+from captioner.training import check_resumable, dtype_policy, precision_policy
+
+
+def test_precision_policies():
+    assert precision_policy("float32") == "float32"
+    assert precision_policy("mixed") == "mixed_bfloat16"  # no GPU in the tests
+    assert precision_policy("mixed_float16") == "mixed_float16"
+    with pytest.raises(ValueError, match="precision must be"):
+        precision_policy("half")
+
+
+def test_resume_only_with_the_same_settings(tmp_path):
+    config = TrainConfig(out=str(tmp_path))
+    assert not check_resumable(config, tmp_path)  # no checkpoint
+    config.save(tmp_path / CONFIG_FILE)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
+    assert check_resumable(config, tmp_path)
+    assert check_resumable(dataclasses.replace(config, checkpoint_steps=7), tmp_path)
+    assert not check_resumable(dataclasses.replace(config, resume=False), tmp_path)
+    changed = dataclasses.replace(config, learning_rate=0.5, batch_size=3)
+    with pytest.raises(ValueError, match=r"checkpoint.npz.*\(batch_size, learning_rate\)"):
+        check_resumable(changed, tmp_path)
+
+
+def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    sequences = rng.integers(1, 9, (4, 6)).astype(np.int32)
+    with dtype_policy("mixed_bfloat16"):
+        model = CaptioningModel(9, image_size=32, embed_dim=8, units=16, attention_dim=8)
+        model.build()
+        optimizer = keras.optimizers.Adam(1e-3)
+        step = TrainStep(model, optimizer, make_strategy("default"))
+        outputs = model((images, sequences[:, :-1]))
+        losses = step(((images, sequences[:, :-1]), sequences[:, 1:]))
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert outputs["logits"].dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert all(np.isfinite(v) for v in losses.values())
+    assert losses["loss"] > 0
