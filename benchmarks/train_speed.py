@@ -10,9 +10,11 @@ does not depend on their values) on captions of the synthetic dataset's length m
 - ours: `captioner.train_step.TrainStep` on `captioner.batching.EpochBatches` (bucketed),
   with float32, XLA (`jit_compile`) and mixed bfloat16 variants, and without bucketing.
 
-Every variant runs in its own process (so that its peak memory is its own). Usage:
+The variants' timed steps are interleaved in one process, one step of each in turn, so
+that they share whatever else loads the machine; each variant's peak memory is measured
+in a process of its own. Usage:
 
-    python benchmarks/train_speed.py [--seconds 30] [--configs scale default]
+    python benchmarks/train_speed.py [--rounds 12] [--configs scale default] [--no-memory]
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ CONFIGS = {
 VARIANTS = ("plain-eager", "plain", "ours-unbucketed", "ours", "ours-xla", "ours-bf16")
 MAX_WORDS = 20  # up to 21 steps: 20 words + <end>
 NUM_IMAGES = 1024
+EAGER_EVERY = 3  # the eager step is timed every third round only
 
 
 def synthetic_captions(num_images: int, seed: int = 0) -> list[list[list[str]]]:
@@ -157,115 +160,154 @@ def our_trainer(sizes: dict, vocab_size: int, jit_compile: bool):
     return TrainStep(model, optimizer, make_strategy("default"), 5.0, jit_compile)
 
 
-def run_variant(config: str, variant: str, seconds: float) -> dict:
-    """Trains one variant for about `seconds` after a warm-up; returns its measurements."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
+class Variant:
+    """One way of training, with its own batches (an endless stream over epochs)."""
 
-    from captioner.batching import EpochBatches, array_lookup
+    def __init__(self, name: str, sizes: dict, data: tuple, features):
+        from captioner.batching import EpochBatches, array_lookup
+        from captioner.training import dtype_policy
+
+        ids, counts, vocab_size = data
+        self.name = name
+        self.batches = EpochBatches(
+            array_lookup(features),
+            ids,
+            counts,
+            batch_size=sizes["batch"],
+            bucketing=name in ("ours", "ours-xla", "ours-bf16"),
+        )
+        policy = "mixed_bfloat16" if name == "ours-bf16" else "float32"
+        with dtype_policy(policy):  # layers keep the policy they were built with
+            if name.startswith("plain"):
+                plain = plain_trainer(sizes, vocab_size, compiled=name == "plain")
+                self.train = lambda batch: float(plain(batch[0][0], batch[0][1], batch[1]))
+            else:
+                step = our_trainer(sizes, vocab_size, jit_compile=name == "ours-xla")
+                self.train = lambda batch: step(batch)["loss"]
+        self.stream = self._stream()
+        self.shapes: set = set()
+        self.captions = self.steps = 0
+        self.seconds = 0.0
+
+    def _stream(self):
+        epoch = 0
+        while True:
+            yield from self.batches.dataset(epoch)
+            epoch += 1
+
+    def warm_up(self) -> None:
+        """One step of every batch shape of an epoch: tracing and compiling are not timed."""
+        for batch in self.batches.dataset(epoch=0):
+            shape = tuple(batch[1].shape)
+            if shape not in self.shapes:
+                self.shapes.add(shape)
+                self.train(batch)
+
+    def timed_step(self) -> None:
+        """One step, the wait for its batch included; a shape not seen before is not counted."""
+        started = time.perf_counter()
+        batch = next(self.stream)
+        self.train(batch)
+        seconds = time.perf_counter() - started
+        shape = tuple(batch[1].shape)
+        if shape not in self.shapes:
+            self.shapes.add(shape)
+            return
+        self.seconds += seconds
+        self.captions += shape[0]
+        self.steps += 1
+
+
+def measure(config: str, variants: list[str], rounds: int) -> list[dict]:
+    """Captions/s of every variant, their steps interleaved so that they share the load."""
+    import numpy as np
 
     sizes = CONFIGS[config]
-    if variant == "ours-bf16":
-        keras.config.set_dtype_policy("mixed_bfloat16")
-    ids, counts, vocab_size = caption_data(NUM_IMAGES)
+    data = caption_data(NUM_IMAGES)
     rng = np.random.default_rng(0)
     features = rng.normal(size=(NUM_IMAGES, sizes["grid"], sizes["depth"])).astype("float32")
-    bucketing = variant in ("ours", "ours-xla", "ours-bf16")
-    batches = EpochBatches(
-        array_lookup(features), ids, counts, batch_size=sizes["batch"], bucketing=bucketing
-    )
-    if variant.startswith("plain"):
-        plain = plain_trainer(sizes, vocab_size, compiled=variant == "plain")
+    runs = [Variant(name, sizes, data, features) for name in variants]
+    for run in runs:
+        run.warm_up()
+    for index in range(rounds):
+        for run in runs:
+            if run.name == "plain-eager" and index % EAGER_EVERY:
+                continue  # slow: fewer of its steps
+            run.timed_step()
+    return [
+        {
+            "config": config,
+            "variant": run.name,
+            "captions_per_second": run.captions / max(run.seconds, 1e-9),
+            "steps": run.steps,
+            "padded_share": run.batches.padded_share(),
+        }
+        for run in runs
+    ]
 
-        def train(batch):
-            (x, caption_in), caption_out = batch
-            return float(plain(x, caption_in, caption_out))
 
-    else:
-        step = our_trainer(sizes, vocab_size, jit_compile=variant == "ours-xla")
+def peak_memory(config: str, variant: str) -> dict:
+    """Peak resident memory of a process that warms a variant up and trains 3 steps."""
+    import numpy as np
 
-        def train(batch):
-            return step(batch)["loss"]
-
-    # Tracing and compiling are not timed: a step of a shape not seen before is left out.
-    shapes = set()
-    for batch in batches.dataset(epoch=0):
-        shape = tuple(batch[1].shape)
-        if shape not in shapes:
-            shapes.add(shape)
-            train(batch)
-    if variant == "plain-eager":
-        seconds = min(seconds, 15.0)
-    captions = steps = 0
-    elapsed, epoch = 0.0, 1
-    while elapsed < seconds:
-        last = time.perf_counter()
-        for batch in batches.dataset(epoch=epoch):  # input waits are timed too
-            shape = tuple(batch[1].shape)
-            loss = train(batch)
-            now = time.perf_counter()
-            step_seconds, last = now - last, now
-            if shape not in shapes:
-                shapes.add(shape)
-                continue
-            elapsed += step_seconds
-            captions += shape[0]
-            steps += 1
-            if elapsed >= seconds:
-                break
-        epoch += 1
-    return {
-        "config": config,
-        "variant": variant,
-        "captions_per_second": captions / elapsed,
-        "steps": steps,
-        "seconds": elapsed,
-        "final_loss": loss,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "padded_share": batches.padded_share(),
-        "threads": tf.config.threading.get_intra_op_parallelism_threads(),
-    }
+    sizes = CONFIGS[config]
+    features = np.random.default_rng(0).normal(size=(NUM_IMAGES, sizes["grid"], sizes["depth"]))
+    run = Variant(variant, sizes, caption_data(NUM_IMAGES), features.astype("float32"))
+    run.warm_up()
+    for _ in range(3):
+        run.timed_step()
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="timed seconds per variant")
+    parser.add_argument("--rounds", type=int, default=12, help="timed steps per variant")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    parser.add_argument("--run", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument(
+        "--memory-of", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
-    if args.run:
-        print(json.dumps(run_variant(*args.run, args.seconds)))
+    if args.memory_of:
+        print(json.dumps(peak_memory(*args.memory_of)))
         return 0
     rows = []
     for config in args.configs:
-        for variant in args.variants:
-            command = [sys.executable, __file__, "--run", config, variant]
-            command += ["--seconds", str(args.seconds)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr[-3000:], file=sys.stderr)
-                return 1
-            row = json.loads(done.stdout.strip().splitlines()[-1])
+        loads = [os.getloadavg()[0]]
+        results = measure(config, args.variants, args.rounds)
+        loads.append(os.getloadavg()[0])
+        for row in results:
+            row["load_average"] = f"{loads[0]:.1f}-{loads[1]:.1f}"
+            if not args.no_memory:
+                command = [sys.executable, __file__, "--memory-of", config, row["variant"]]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(done.stderr[-3000:], file=sys.stderr)
+                    return 1
+                row.update(json.loads(done.stdout.strip().splitlines()[-1]))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    print(f"load average before/after: {os.getloadavg()[0]:.1f}")
     print(markdown(rows))
     return 0
 
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| sizes | step | captions/s | vs plain | padded positions | peak RSS (MiB) |",
-        "|---|---|---:|---:|---:|---:|",
+        "| sizes | step | captions/s | vs plain | timed steps | padded positions "
+        "| peak RSS (MiB) | load average |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        plain = next(r for r in rows if r["config"] == row["config"] and r["variant"] == "plain")
-        speedup = row["captions_per_second"] / plain["captions_per_second"]
+        plain = [r for r in rows if r["config"] == row["config"] and r["variant"] == "plain"]
+        speedup = (
+            f"{row['captions_per_second'] / plain[0]['captions_per_second']:.2f}x" if plain else "-"
+        )
+        memory = f"{row['peak_rss_mib']:.0f}" if "peak_rss_mib" in row else "-"
         lines.append(
-            f"| {row['config']} | {row['variant']} | {row['captions_per_second']:.0f} | "
-            f"{speedup:.2f}x | {row['padded_share']:.0%} | {row['peak_rss_mib']:.0f} |"
+            f"| {row['config']} | {row['variant']} | {row['captions_per_second']:.1f} | "
+            f"{speedup} | {row['steps']} | {row['padded_share']:.0%} | {memory} | "
+            f"{row['load_average']} |"
         )
     return "\n".join(lines)
 

@@ -53,10 +53,13 @@ class CheckpointStore:
 
     Args:
         path: the checkpoint file.
+        read_only: only restore from it; `save` does nothing (the workers of a multi-worker
+            run other than the chief read the chief's checkpoint, on a shared filesystem).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -67,6 +70,8 @@ class CheckpointStore:
         Raises:
             FloatingPointError: a variable holds NaN or Inf; the previous checkpoint is kept.
         """
+        if self.read_only:
+            return
         model_values = _values(model_variables)
         optimizer_values = _values(optimizer_variables)
         for kind, values, variables in (

@@ -283,7 +283,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
             batches,
             epochs=config.epochs,
             callbacks=callbacks,
-            store=CheckpointStore(run_dir / CHECKPOINT_FILE) if chief else None,
+            store=CheckpointStore(run_dir / CHECKPOINT_FILE, read_only=not chief),
             checkpoint_steps=config.checkpoint_steps,
             stateful=stateful,
             log=log,

@@ -68,3 +68,10 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="bad.npz: not a readable checkpoint"):
         CheckpointStore(tmp_path / "bad.npz").load([], [])
+
+
+def test_read_only_store_restores_but_never_writes(tmp_path):
+    CheckpointStore(tmp_path / "c.npz").save(_variables(1), [], {"epoch": 4})
+    reader = CheckpointStore(tmp_path / "c.npz", read_only=True)
+    reader.save(_variables(2), [], {"epoch": 9})
+    assert reader.load(_variables(3), []) == {"epoch": 4}
