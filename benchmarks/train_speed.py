@@ -256,7 +256,16 @@ def peak_memory(config: str, variant: str) -> dict:
     run.warm_up()
     for _ in range(3):
         run.timed_step()
-    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM; unlike `ru_maxrss` it does not include
+    the parent's memory at the fork that started it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv=None) -> int:
@@ -265,6 +274,7 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
     parser.add_argument(
         "--memory-of", nargs=2, metavar=("CONFIG", "VARIANT"), help=argparse.SUPPRESS
     )
@@ -275,7 +285,10 @@ def main(argv=None) -> int:
     rows = []
     for config in args.configs:
         loads = [os.getloadavg()[0]]
-        results = measure(config, args.variants, args.rounds)
+        if args.memory_only:
+            results = [{"config": config, "variant": v} for v in args.variants]
+        else:
+            results = measure(config, args.variants, args.rounds)
         loads.append(os.getloadavg()[0])
         for row in results:
             row["load_average"] = f"{loads[0]:.1f}-{loads[1]:.1f}"
@@ -288,7 +301,7 @@ def main(argv=None) -> int:
                 row.update(json.loads(done.stdout.strip().splitlines()[-1]))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    print(markdown(rows))
+    print(json.dumps(rows) if args.memory_only else markdown(rows))
     return 0
 
 
