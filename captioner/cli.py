@@ -26,6 +26,8 @@ TRAIN_HELP = {
     "min_count": "keep words seen at least this often in the training captions",
     "max_length": "longest caption in words (longer ones are truncated)",
     "val_images": "validation images scored after every epoch",
+    "feature_cache": "folder of the frozen encoder's cached features ('' for none)",
+    "captions_per_image": "captions decoded per image in a batch; the image is encoded once",
 }
 
 

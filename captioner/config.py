@@ -21,6 +21,8 @@ class TrainConfig:
     data: str | None = None
     images: str | None = None
     synthetic_dir: str = "data/synthetic"
+    # Where a frozen encoder's features are cached ("" turns the cache off).
+    feature_cache: str = "data/feature_cache"
     out: str = "runs/synthetic"
 
     # Model.
@@ -46,7 +48,8 @@ class TrainConfig:
 
     # Optimisation.
     epochs: int = 8
-    batch_size: int = 32
+    batch_size: int = 32  # images per batch
+    captions_per_image: int = 1  # captions decoded per image and batch (encoded once)
     learning_rate: float = 1e-3
     clip_norm: float = 5.0
     seed: int = 0

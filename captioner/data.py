@@ -130,27 +130,73 @@ def training_dataset(
     max_length: int,
     batch_size: int,
     seed: int = 0,
+    captions_per_image: int = 1,
+    features: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Teacher-forcing batches `((images, caption_in), caption_out)`.
 
-    Every epoch visits each image once, in a new shuffled order, with one of its
-    captions drawn at random. `caption_in` is `<start> w1 … wn` and `caption_out` the same
-    sequence shifted by one step, `w1 … wn <end>`; both are padded with 0 to
-    `max_length + 1` steps. Images are (B, size, size, 3) uint8.
+    Every epoch visits each image once, in a new shuffled order, with
+    `captions_per_image` of its captions drawn at random (without repetition; an image
+    with fewer captions gets all-padding rows, which the loss ignores). `caption_in` is
+    `<start> w1 … wn` and `caption_out` the same sequence shifted by one step,
+    `w1 … wn <end>`; both are padded with 0 to `max_length + 1` steps, shape (B, T) for one
+    caption per image and (B, C, T) for several.
+
+    Args:
+        features: the cached encoder output of every record, (N, L, D) (a memory-mapped
+            array is fine). Batches then carry these instead of the images, which are
+            otherwise decoded and resized to (B, size, size, 3) uint8.
     """
     ids, counts = encode_captions(records, vocab, max_length)
-    images = image_dataset(records, image_size)
-    if _should_cache(len(records), image_size):
-        images = images.cache()
-    captions = tf.data.Dataset.from_tensor_slices((ids, counts))
-    ds = tf.data.Dataset.zip(images, captions)
+    if ids.shape[1] < captions_per_image:
+        ids = np.pad(ids, ((0, 0), (0, captions_per_image - ids.shape[1]), (0, 0)))
+    ids_table = tf.constant(ids)
+    counts_table = tf.constant(counts)
+    num_slots = ids.shape[1]
+
+    def pick(index, draw):
+        # Real captions first, in random order, then the empty slots.
+        noise = tf.random.stateless_uniform([num_slots], seed=tf.stack([draw, index]))
+        empty = tf.cast(tf.range(num_slots) >= counts_table[index], tf.float32)
+        chosen = tf.gather(ids_table[index], tf.argsort(noise + 2.0 * empty)[:captions_per_image])
+        if captions_per_image == 1:
+            chosen = chosen[0]
+        return index, chosen[..., :-1], chosen[..., 1:]
+
+    indices = tf.data.Dataset.range(len(records))
+    if features is None:
+        images = image_dataset(records, image_size)
+        if _should_cache(len(records), image_size):
+            images = images.cache()
+        ds = tf.data.Dataset.zip(images, indices)
+    else:
+        ds = indices
     ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if features is None:
+        ds = tf.data.Dataset.zip(ds, draws).map(
+            lambda example, draw: (example[0], *pick(example[1], draw)[1:]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        ds = ds.batch(batch_size)
+    else:
+        ds = tf.data.Dataset.zip(ds, draws).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(_gatherer(features), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda inputs, caption_in, caption_out: ((inputs, caption_in), caption_out))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
-    def pick(example, draw):
-        (image, (caption_ids, count)) = example
-        sequence = caption_ids[tf.cast(draw % tf.cast(count, tf.int64), tf.int32)]
-        return (image, sequence[:-1]), sequence[1:]
 
-    ds = tf.data.Dataset.zip(ds, draws).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+def _gatherer(features: np.ndarray):
+    """A `tf.data` map function replacing a batch's record indices by their features."""
+    dtype = tf.as_dtype(features.dtype)
+    shape = features.shape[1:]
+
+    def gather(indices):
+        return np.asarray(features[np.asarray(indices)])
+
+    def replace(indices, caption_in, caption_out):
+        batch = tf.numpy_function(gather, [indices], dtype, stateful=False)
+        batch.set_shape((None, *shape))
+        return batch, caption_in, caption_out
+
+    return replace

@@ -7,13 +7,15 @@ from keras import ops
 
 from captioner.decoder import AttentionDecoder
 from captioner.encoders import build_encoder
+from captioner.encoders.coordinates import append_coordinates
 
 
 def caption_loss(targets, logits, alphas, penalty_weight=1.0):
     """Masked cross-entropy plus the doubly stochastic attention penalty.
 
     Args:
-        targets: (B, T) ids, 0 on padding.
+        targets: (B, T) ids, 0 on padding; or (B, C, T), C captions per image, flattened
+            to the order of the logits' rows.
         logits: (B, T, V).
         alphas: (B, T, L) attention weights.
         penalty_weight: lambda.
@@ -22,6 +24,7 @@ def caption_loss(targets, logits, alphas, penalty_weight=1.0):
         (total, cross_entropy, penalty): cross-entropy is the mean over real tokens only;
         penalty = mean_b sum_i (1 - sum_t alpha_ti)^2 with t over real steps only.
     """
+    targets = ops.reshape(targets, (-1, ops.shape(targets)[-1]))  # (B, C, T) -> (B·C, T)
     mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
     logits = ops.cast(logits, "float32")
     token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
@@ -42,6 +45,11 @@ def _serialize_encoder(encoder):
 class CaptioningModel(keras.Model):
     """Image (B, S, S, 3) uint8 + previous words (B, T) -> next-word logits and attention.
 
+    Inputs are `(images, caption_in)`. In training, `images` may instead be the cached
+    output of `encode` (B, L, D), so that a frozen encoder runs once per image and not
+    every epoch, and `caption_in` may hold C captions per image (B, C, T): the image is
+    encoded once and its annotations shared by its C captions (logits then have B·C rows).
+
     Args:
         vocab_size: V.
         encoder: an encoder name (see `captioner.encoders.ENCODERS`), or a serialized
@@ -51,6 +59,8 @@ class CaptioningModel(keras.Model):
             saved model carries its weights and its config says None.
         train_encoder: whether the encoder's weights are trained.
         penalty_weight: lambda of the doubly stochastic penalty (0 for the ablation).
+        grid_coordinates: append every cell's (x, y) to its features (see
+            `append_coordinates`).
         max_length: the longest caption (words) the model is trained for and generates.
         **decoder_options: `AttentionDecoder` arguments (embed_dim, units, ...).
     """
@@ -63,6 +73,7 @@ class CaptioningModel(keras.Model):
         encoder_weights=None,
         train_encoder=True,
         penalty_weight=1.0,
+        grid_coordinates=True,
         max_length=20,
         embed_dim=64,
         units=256,
@@ -76,6 +87,7 @@ class CaptioningModel(keras.Model):
         self.image_size = image_size
         self.train_encoder = train_encoder
         self.penalty_weight = penalty_weight
+        self.grid_coordinates = grid_coordinates
         self.max_length = max_length
         if isinstance(encoder, dict):
             self.encoder = keras.saving.deserialize_keras_object(encoder)
@@ -97,6 +109,8 @@ class CaptioningModel(keras.Model):
     def encode(self, images, training=False):
         """(B, S, S, 3) uint8 images -> (B, L, D) annotations and the grid (gh, gw)."""
         features = self.encoder(images, training=training and self.train_encoder)
+        if self.grid_coordinates:
+            features = append_coordinates(features)
         _, height, width, depth = features.shape
         return ops.reshape(features, (-1, height * width, depth)), (height, width)
 
@@ -107,7 +121,13 @@ class CaptioningModel(keras.Model):
 
     def call(self, inputs, training=False):
         images, caption_in = inputs
-        annotations, _ = self.encode(images, training=training)
+        if len(images.shape) == 3:  # cached annotations
+            annotations = ops.cast(images, self.compute_dtype)
+        else:
+            annotations, _ = self.encode(images, training=training)
+        if len(caption_in.shape) == 3:  # (B, C, T): C captions per image
+            annotations = ops.repeat(annotations, caption_in.shape[1], axis=0)  # (B·C, L, D)
+            caption_in = ops.reshape(caption_in, (-1, caption_in.shape[-1]))
         logits, alphas, betas = self.decoder(annotations, caption_in, training=training)
         return {"logits": logits, "alphas": alphas, "betas": betas}
 
@@ -144,6 +164,7 @@ class CaptioningModel(keras.Model):
             encoder_weights=None,
             train_encoder=self.train_encoder,
             penalty_weight=self.penalty_weight,
+            grid_coordinates=self.grid_coordinates,
             max_length=self.max_length,
             embed_dim=decoder.embed_dim,
             units=decoder.units,

@@ -14,6 +14,7 @@ from captioner.config import TrainConfig
 from captioner.data import ImageRecord, load_karpathy, select_split, training_dataset
 from captioner.encoders import is_pretrained
 from captioner.evaluation import evaluate_split
+from captioner.features import cached_features
 from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
 from captioner.synth import generate_dataset
@@ -125,6 +126,16 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     model.build()
     log(f"model: {model.count_params():,} parameters, grid {model.grid_size}")
 
+    features = None
+    if not train_encoder and config.feature_cache:
+        features = cached_features(
+            model,
+            train_records,
+            config.feature_cache,
+            label=config.encoder,
+            log=log,
+            verbose=verbose,
+        )
     dataset = training_dataset(
         train_records,
         vocab,
@@ -132,6 +143,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         max_length=config.max_length,
         batch_size=config.batch_size,
         seed=config.seed,
+        captions_per_image=config.captions_per_image,
+        features=features,
     )
     steps_per_epoch = math.ceil(len(train_records) / config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
