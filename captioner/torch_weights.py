@@ -44,7 +44,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class TorchWeightsError(Exception):
+class TorchWeightsError(ValueError):
     """A state-dict file that cannot be read or is refused; the message names the file."""
 
 
