@@ -30,6 +30,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     train_encoder: bool | None = None  # None: train small CNNs, freeze pretrained backbones
     image_size: int = 128
+    feature_dim: int = 0  # > 0: project the encoder's features to this depth first
     embed_dim: int = 64
     units: int = 256
     attention_dim: int = 128

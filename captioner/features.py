@@ -4,7 +4,7 @@ With a frozen encoder, the CNN gives the same annotations for an image in every 
 `captioner train` runs it once over the training images, stores the (L, D) annotations in
 float16 on disk, and trains the decoder from them. A cache entry is a folder named after a
 fingerprint of everything the features depend on: the encoder's architecture and weights,
-the input size, the coordinate channels, and every image file's path, size and
+the input size, and every image file's path, size and
 modification time. Any change to one of them gives a new fingerprint, so a stale cache is
 never used; an unchanged setup finds its entry and skips the extraction.
 """
@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from captioner.data import ImageRecord, image_dataset
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 FEATURES_FILE = "features.npy"
 MANIFEST_FILE = "manifest.json"
 
@@ -38,7 +38,6 @@ def _encoder_fingerprint(model) -> hashlib._Hash:
         "encoder": keras.saving.serialize_keras_object(model.encoder)["config"],
         "class": type(model.encoder).__name__,
         "image_size": model.image_size,
-        "grid_coordinates": model.grid_coordinates,
     }
     description["encoder"].pop("name", None)
     digest.update(json.dumps(description, sort_keys=True, default=str).encode())
@@ -49,7 +48,7 @@ def _encoder_fingerprint(model) -> hashlib._Hash:
 
 
 def cache_key(model, records: Sequence[ImageRecord]) -> str:
-    """The fingerprint of the features `model.encode` gives for these records' images."""
+    """The fingerprint of the features `model.grid_features` gives for these records' images."""
     digest = _encoder_fingerprint(model)
     for record in records:
         stat = os.stat(record.path)
@@ -60,8 +59,8 @@ def cache_key(model, records: Sequence[ImageRecord]) -> str:
 def extract_features(
     model, records: Sequence[ImageRecord], path: Path, batch_size: int = 64, verbose: int = 1
 ) -> None:
-    """Writes `model.encode` of every record's image to `path`, (N, L, D) float16 `.npy`."""
-    encode = tf.function(lambda images: model.encode(images)[0])
+    """Writes `model.grid_features` of every record's image to `path`, (N, L, D) float16."""
+    encode = tf.function(model.grid_features)
     gh, gw = model.grid_size
     depth = encode.get_concrete_function(
         tf.TensorSpec((None, model.image_size, model.image_size, 3), tf.uint8)

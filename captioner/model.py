@@ -46,8 +46,8 @@ class CaptioningModel(keras.Model):
     """Image (B, S, S, 3) uint8 + previous words (B, T) -> next-word logits and attention.
 
     Inputs are `(images, caption_in)`. In training, `images` may instead be the cached
-    output of `encode` (B, L, D), so that a frozen encoder runs once per image and not
-    every epoch, and `caption_in` may hold C captions per image (B, C, T): the image is
+    output of `grid_features` (B, L, D), so that a frozen encoder runs once per image and
+    not every epoch, and `caption_in` may hold C captions per image (B, C, T): the image is
     encoded once and its annotations shared by its C captions (logits then have B·C rows).
 
     Args:
@@ -59,6 +59,9 @@ class CaptioningModel(keras.Model):
             saved model carries its weights and its config says None.
         train_encoder: whether the encoder's weights are trained.
         penalty_weight: lambda of the doubly stochastic penalty (0 for the ablation).
+        feature_dim: if > 0, the encoder's features are first projected to this depth by a
+            trained linear map (a 1x1 convolution on the grid): it keeps the decoder small
+            on top of wide frozen backbones (1280 channels).
         grid_coordinates: append every cell's (x, y) to its features (see
             `append_coordinates`).
         max_length: the longest caption (words) the model is trained for and generates.
@@ -73,6 +76,7 @@ class CaptioningModel(keras.Model):
         encoder_weights=None,
         train_encoder=True,
         penalty_weight=1.0,
+        feature_dim=0,
         grid_coordinates=True,
         max_length=20,
         embed_dim=64,
@@ -87,6 +91,7 @@ class CaptioningModel(keras.Model):
         self.image_size = image_size
         self.train_encoder = train_encoder
         self.penalty_weight = penalty_weight
+        self.feature_dim = feature_dim
         self.grid_coordinates = grid_coordinates
         self.max_length = max_length
         if isinstance(encoder, dict):
@@ -94,6 +99,9 @@ class CaptioningModel(keras.Model):
         else:
             self.encoder = build_encoder(encoder, image_size, encoder_weights)
         self.encoder.trainable = train_encoder
+        self.projection = (
+            keras.layers.Dense(feature_dim, name="projection") if feature_dim else None
+        )
         self.decoder = AttentionDecoder(
             vocab_size,
             embed_dim=embed_dim,
@@ -106,13 +114,33 @@ class CaptioningModel(keras.Model):
         self.cross_entropy_tracker = keras.metrics.Mean(name="xent")
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
 
+    def grid_features(self, images, training=False):
+        """(B, S, S, 3) uint8 images -> the encoder's grid, flattened: (B, L, D_encoder).
+
+        This is what the feature cache stores for a frozen encoder.
+        """
+        features = self.encoder(images, training=training and self.train_encoder)
+        _, height, width, depth = features.shape
+        return ops.reshape(features, (-1, height * width, depth))
+
+    def annotate(self, features, grid=None):
+        """(B, L, D_encoder) grid features -> (B, L, D) annotations for the decoder.
+
+        `grid` is (gh, gw) with gh·gw = L; by default the grid of `image_size` inputs.
+        """
+        x = ops.cast(features, self.compute_dtype)
+        if self.projection is not None:
+            x = self.projection(x)
+        if self.grid_coordinates:
+            height, width = grid or self.grid_size
+            x = append_coordinates(ops.reshape(x, (-1, height, width, x.shape[-1])))
+            x = ops.reshape(x, (-1, height * width, x.shape[-1]))
+        return x
+
     def encode(self, images, training=False):
         """(B, S, S, 3) uint8 images -> (B, L, D) annotations and the grid (gh, gw)."""
-        features = self.encoder(images, training=training and self.train_encoder)
-        if self.grid_coordinates:
-            features = append_coordinates(features)
-        _, height, width, depth = features.shape
-        return ops.reshape(features, (-1, height * width, depth)), (height, width)
+        grid = self.encoder.compute_output_shape(tuple(images.shape))[1:3]
+        return self.annotate(self.grid_features(images, training=training), grid), grid
 
     @property
     def grid_size(self):
@@ -121,8 +149,8 @@ class CaptioningModel(keras.Model):
 
     def call(self, inputs, training=False):
         images, caption_in = inputs
-        if len(images.shape) == 3:  # cached annotations
-            annotations = ops.cast(images, self.compute_dtype)
+        if len(images.shape) == 3:  # cached grid features
+            annotations = self.annotate(images)
         else:
             annotations, _ = self.encode(images, training=training)
         if len(caption_in.shape) == 3:  # (B, C, T): C captions per image
@@ -164,6 +192,7 @@ class CaptioningModel(keras.Model):
             encoder_weights=None,
             train_encoder=self.train_encoder,
             penalty_weight=self.penalty_weight,
+            feature_dim=self.feature_dim,
             grid_coordinates=self.grid_coordinates,
             max_length=self.max_length,
             embed_dim=decoder.embed_dim,

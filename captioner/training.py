@@ -116,6 +116,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         encoder_weights=config.encoder_weights,
         train_encoder=train_encoder,
         penalty_weight=config.penalty_weight if config.attention == "soft" else 0.0,
+        feature_dim=config.feature_dim,
         max_length=config.max_length,
         embed_dim=config.embed_dim,
         units=config.units,

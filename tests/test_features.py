@@ -28,7 +28,7 @@ def test_features_are_the_encoder_output_and_are_reused(tmp_path, records, monke
     first = feature_cache.cached_features(model, records, tmp_path / "cache", log=messages.append)
     assert "extracting" in messages[0]
     images = np.concatenate([b.numpy() for b in image_dataset(records, 32).batch(4)])
-    expected = ops.convert_to_numpy(model.encode(images)[0])
+    expected = ops.convert_to_numpy(model.grid_features(images))
     assert first.dtype == np.float16 and first.shape == expected.shape  # (N, L, D)
     np.testing.assert_allclose(first, expected, rtol=2e-3, atol=2e-3)
 

@@ -33,21 +33,23 @@ def test_outputs_have_the_grid_of_the_encoder():
 
 
 def test_annotations_carry_the_cell_coordinates():
-    model = tiny_model()
+    model = tiny_model(feature_dim=5)
     annotations, grid = model.encode(np.zeros((1, 64, 64, 3), np.uint8))
+    assert annotations.shape == (1, 16, 5 + 2)
     coordinates = ops.convert_to_numpy(annotations)[0, :, -2:].reshape(*grid, 2)  # (4, 4, 2)
     np.testing.assert_allclose(coordinates[0, :, 0], np.linspace(-1, 1, 4), atol=1e-6)  # x
     np.testing.assert_allclose(coordinates[:, 0, 1], np.linspace(-1, 1, 4), atol=1e-6)  # y
 
 
-def test_cached_annotations_give_the_same_outputs_as_images():
-    model = tiny_model()
+@pytest.mark.parametrize("feature_dim", [0, 6])
+def test_cached_features_give_the_same_outputs_as_images(feature_dim):
+    model = tiny_model(feature_dim=feature_dim)
     images, caption_in = random_batch()
-    annotations, _ = model.encode(images)
+    features = model.grid_features(images)  # (B, L, D)
     from_images = model((images, caption_in))["logits"]
-    from_cache = model((ops.cast(annotations, "float16"), caption_in))["logits"]
+    from_cache = model((ops.cast(features, "float16"), caption_in))["logits"]
     np.testing.assert_allclose(from_cache, from_images, atol=2e-2)
-    exact = model((annotations, caption_in))["logits"]
+    exact = model((features, caption_in))["logits"]
     np.testing.assert_allclose(exact, from_images, atol=1e-5)
 
 
