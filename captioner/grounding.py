@@ -229,8 +229,8 @@ def image_grounding(
     return rows
 
 
-def _percent(values: list[float]) -> float:
-    return 100.0 * float(np.mean(values)) if values else 0.0
+def _percent(values: list[float]) -> float | None:
+    return 100.0 * float(np.mean(values)) if values else None
 
 
 def grounding_scores(
@@ -254,7 +254,8 @@ def grounding_scores(
         attributes: Attribute vocabulary (default: the attributes of all the given objects).
 
     Returns:
-        ``(summary, per_image)``. The summary holds, on the 0-100 scale, ``pointing_accuracy``,
+        ``(summary, per_image)``. The summary holds, on the 0-100 scale (None when no word
+        could be scored), ``pointing_accuracy``,
         ``attention_in_box``, their chance levels ``pointing_chance`` and
         ``attention_in_box_chance``, ``pointing_accuracy_by_count`` (keyed by the number of
         objects in the scene), and the counts ``scored`` and ``excluded``

@@ -163,4 +163,4 @@ def test_grounding_scores_validates_inputs():
     with pytest.raises(ValueError, match="unknown scored word"):
         grounding_scores([], [], [], [], word="verb")
     summary, _ = grounding_scores([], [], [], [])
-    assert summary["pointing_accuracy"] == 0.0 and summary["scored"] == 0
+    assert summary["pointing_accuracy"] is None and summary["scored"] == 0
