@@ -28,6 +28,10 @@ TRAIN_HELP = {
     "val_images": "validation images scored after every epoch",
     "feature_cache": "folder of the frozen encoder's cached features ('' for none)",
     "captions_per_image": "captions decoded per image in a batch; the image is encoded once",
+    "select_metric": "free-running validation metric that picks the best epoch: bleu1-4, "
+    "object_accuracy, pointing_accuracy, or meteor/rouge_l/cider with the coco extra",
+    "early_stopping_patience": "stop after this many epochs without a better validation "
+    "score (0: never)",
 }
 
 
@@ -87,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--out", help="output folder (default: RUN_DIR/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--coco-metrics",
+        default="meteor,rouge_l,cider,spice",
+        help="comma-separated pycocoevalcap metrics to compute, or 'none' "
+        "(default: meteor,rouge_l,cider,spice; needs the coco extra)",
+    )
+    evaluate.add_argument(
+        "--coco-tokenizer",
+        choices=("ptb", "captioner"),
+        default="ptb",
+        help="tokens for the pycocoevalcap scorers: its PTB tokenizer (Java) or ours",
+    )
     return parser
 
 
@@ -156,8 +172,8 @@ def run_caption(args) -> int:
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
     from captioner.data import load_karpathy, select_split
-    from captioner.evaluation import evaluate_split
-    from captioner.metrics import format_table
+    from captioner.evaluation import ALL_COCO_METRICS, evaluate_split
+    from captioner.metrics import format_report
 
     captioner = _load_captioner(args.model)
     run_dir = Path(args.model)
@@ -170,6 +186,10 @@ def run_evaluate(args) -> int:
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")
     out = Path(args.out) if args.out else run_dir / args.split
+    coco = [m.strip() for m in args.coco_metrics.split(",") if m.strip() not in ("", "none")]
+    unknown = sorted(set(coco) - set(ALL_COCO_METRICS))
+    if unknown:
+        raise UsageError(f"unknown --coco-metrics {unknown}; choose from {ALL_COCO_METRICS}")
     metrics = evaluate_split(
         captioner,
         records,
@@ -177,8 +197,10 @@ def run_evaluate(args) -> int:
         out_dir=out,
         batch_size=args.batch_size,
         extra={"model": str(run_dir), "dataset": str(data)},
+        coco_metrics=coco,
+        tokenizer=args.coco_tokenizer,
     )
-    print(format_table(metrics))
+    print(format_report(metrics))
     print(f"written to {out}")
     return EXIT_OK
 

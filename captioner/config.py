@@ -56,8 +56,12 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False
 
-    # Validation: free-running (greedy) BLEU-4 after every epoch on at most this many images.
+    # Validation: free-running (greedy) scores after every epoch on at most this many images;
+    # the best epoch by `select_metric` is kept (cider etc. need the coco extra), and training
+    # stops after `early_stopping_patience` epochs without improvement (0: never).
     val_images: int = 500
+    select_metric: str = "bleu4"
+    early_stopping_patience: int = 0
 
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
