@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from captioner.coco_metrics import COCO_METRICS, coco_scores
@@ -19,9 +20,20 @@ ALL_COCO_METRICS = (*COCO_METRICS, "spice")
 
 
 def predict_records(
-    captioner: Captioner, records: Sequence[ImageRecord], batch_size: int = 64
+    captioner: Captioner,
+    records: Sequence[ImageRecord],
+    batch_size: int = 64,
+    features: np.ndarray | None = None,
 ) -> list[Caption]:
-    """Captions every record's image with free-running decoding, in record order."""
+    """Captions every record's image with free-running decoding, in record order.
+
+    With `features` (the records' cached encoder grids, (N, L, D)) the encoder is skipped.
+    """
+    if features is not None:
+        captions = []
+        for start in range(0, len(records), batch_size):
+            captions.extend(captioner.caption_features(features[start : start + batch_size]))
+        return captions
     images = image_dataset(records, captioner.image_size).batch(batch_size).prefetch(2)
     captions: list[Caption] = []
     for batch in images:
@@ -135,6 +147,7 @@ def evaluate_split(
     extra: dict | None = None,
     coco_metrics: Sequence[str] = ALL_COCO_METRICS,
     tokenizer: str = "ptb",
+    features: np.ndarray | None = None,
 ) -> dict:
     """Captions a split with free-running decoding and scores it; with `out_dir`, writes
     metrics.json, predictions.json and per_image.jsonl there.
@@ -145,6 +158,8 @@ def evaluate_split(
         split: The split's name, recorded in the metrics.
         out_dir: Where to write the output files (None: write nothing).
         batch_size: Images captioned at once.
+        features: the records' cached encoder grids (N, L, D), if any; the encoder is
+            then skipped.
         extra: More entries for the metrics (e.g. the model and dataset paths).
         coco_metrics: pycocoevalcap metrics to compute (empty: BLEU and grounding only).
         tokenizer: Tokenisation for the pycocoevalcap scorers.
@@ -154,7 +169,7 @@ def evaluate_split(
         seconds taken (captioning and scoring).
     """
     started = time.perf_counter()
-    captions = predict_records(captioner, records, batch_size)
+    captions = predict_records(captioner, records, batch_size, features)
     metrics, per_image = score_captions(
         records, captions, coco_metrics=coco_metrics, tokenizer=tokenizer
     )

@@ -53,6 +53,9 @@ class Captioner:
         self.grid_size = model.grid_size
         signature = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
         self._generate = tf.function(self._generate_graph, input_signature=[signature])
+        self._generate_from_features = tf.function(
+            lambda features: self._search(model.annotate(features))
+        )
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> Captioner:
@@ -69,6 +72,9 @@ class Captioner:
 
     def _generate_graph(self, images):
         annotations, _ = self.model.encode(images)
+        return self._search(annotations)
+
+    def _search(self, annotations):
         decoder = self.model.decoder
         return greedy_search(
             lambda tokens, state: decoder.step(tokens, state),
@@ -86,7 +92,14 @@ class Captioner:
 
     def caption(self, images: np.ndarray) -> list[Caption]:
         """Captions for (B, S, S, 3) uint8 images, attention maps shaped (words, gh, gw)."""
-        out = self.generate(images)
+        return self._captions(self.generate(images))
+
+    def caption_features(self, features: np.ndarray) -> list[Caption]:
+        """Captions from cached encoder grids (B, L, D), as `model.grid_features` gives."""
+        out = self._generate_from_features(tf.convert_to_tensor(features))
+        return self._captions({k: v.numpy() for k, v in out.items()})
+
+    def _captions(self, out: dict[str, np.ndarray]) -> list[Caption]:
         gh, gw = self.grid_size
         captions = []
         for tokens, score, alphas, betas in zip(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from captioner.coco_metrics import COCO_METRICS
 from captioner.config import TrainConfig
@@ -52,10 +53,12 @@ class ValidationCallback(keras.callbacks.Callback):
         run_dir: Path,
         log,
         selector: ModelSelector | None = None,
+        features: np.ndarray | None = None,
     ):
         super().__init__()
         self.vocab = vocab
         self.records = records
+        self.features = features
         self.run_dir = run_dir
         self.log = log
         self.selector = selector or ModelSelector()
@@ -75,7 +78,7 @@ class ValidationCallback(keras.callbacks.Callback):
         row["train_seconds"] = round(train_seconds, 2)
         selected = self.selector.metric
         if self.records:
-            scores = validation_scores(self.captioner, self.records, selected)
+            scores = validation_scores(self.captioner, self.records, selected, self.features)
             row.update({f"val_{k}": v for k, v in scores.items()})
             logs.update({k: v for k, v in row.items() if k.startswith("val_")})
             metric = scores.get(selected)
@@ -103,12 +106,22 @@ class ValidationCallback(keras.callbacks.Callback):
             )
 
 
-def validation_scores(captioner: Captioner, records: list[ImageRecord], metric: str) -> dict:
+def validation_scores(
+    captioner: Captioner,
+    records: list[ImageRecord],
+    metric: str,
+    features: np.ndarray | None = None,
+) -> dict:
     """Free-running validation scores: BLEU-1…4, object and pointing accuracy where the
     dataset has them, and `metric` (a coco metric is computed only when selected)."""
     coco = (metric,) if metric in COCO_METRICS else ()
     scores = evaluate_split(
-        captioner, records, split="val", coco_metrics=coco, tokenizer="captioner"
+        captioner,
+        records,
+        split="val",
+        coco_metrics=coco,
+        tokenizer="captioner",
+        features=features,
     )
     kept = ("bleu1", "bleu2", "bleu3", "bleu4", "object_accuracy", "pointing_accuracy", *coco)
     return {k: scores[k] for k in kept if scores.get(k) is not None}
@@ -158,16 +171,21 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     model.build()
     log(f"model: {model.count_params():,} parameters, grid {model.grid_size}")
 
-    features = None
+    features = val_features = None
     if not train_encoder and config.feature_cache:
-        features = cached_features(
-            model,
-            train_records,
-            config.feature_cache,
-            label=config.encoder,
-            log=log,
-            verbose=verbose,
-        )
+
+        def cache(split_records):
+            return cached_features(
+                model,
+                split_records,
+                config.feature_cache,
+                label=config.encoder,
+                log=log,
+                verbose=verbose,
+            )
+
+        features = cache(train_records)
+        val_features = cache(val_records) if val_records else None
     dataset = training_dataset(
         train_records,
         vocab,
@@ -187,6 +205,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         jit_compile=config.jit_compile,
     )
     selector = ModelSelector(config.select_metric, config.early_stopping_patience)
-    callback = ValidationCallback(vocab, val_records, run_dir, log, selector)
+    callback = ValidationCallback(vocab, val_records, run_dir, log, selector, val_features)
     model.fit(dataset, epochs=config.epochs, callbacks=[callback], verbose=verbose, shuffle=False)
     return run_dir
