@@ -18,8 +18,10 @@ TRAIN_HELP = {
     "images": "root folder of the dataset's images (default: the JSON's folder)",
     "synthetic_dir": "where the synthetic dataset is generated and reused",
     "out": "run directory",
-    "encoder": "encoder name: small_cnn or a keras.applications backbone (e.g. resnet50)",
-    "encoder_weights": "encoder weights: imagenet (needs internet) or a local weights file",
+    "encoder": "encoder name: small_cnn, an offline ImageNet encoder (efficientnet_lite0/1/2, "
+    "mobilenet_v2_tv) or a keras.applications backbone (e.g. resnet50)",
+    "encoder_weights": "encoder weights: imagenet (offline for efficientnet_lite*/mobilenet_v2_tv; "
+    "keras.applications backbones need internet or the Keras cache) or a local weights file",
     "train_encoder": "train the encoder's weights (default: only for small_cnn)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
     "penalty_weight": "lambda of the doubly stochastic attention penalty",
@@ -83,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--attention-dir", help="write attention maps (PNG and .npz) here")
     caption.add_argument("--attention-format", choices=("png", "npz", "both"), default="both")
     caption.add_argument("--batch-size", type=int, default=32)
+
+    classify = commands.add_parser(
+        "classify", help="top ImageNet classes of images (checks an encoder's offline weights)"
+    )
+    classify.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
+    classify.add_argument(
+        "--encoder",
+        default="efficientnet_lite2",
+        help="an encoder with offline ImageNet weights: efficientnet_lite0, efficientnet_lite1, "
+        "efficientnet_lite2 or mobilenet_v2_tv (default: efficientnet_lite2)",
+    )
+    classify.add_argument(
+        "--weights", default="imagenet", help="imagenet (offline package) or a .pth file"
+    )
+    classify.add_argument("--image-size", type=int, help="input side (default: the encoder's)")
+    classify.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    classify.add_argument("--format", choices=("text", "json"), default="text")
+    classify.add_argument("--batch-size", type=int, default=16)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split")
     evaluate.add_argument("--model", required=True, help="run directory of a trained model")
@@ -169,6 +189,33 @@ def run_caption(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def run_classify(args) -> int:
+    from captioner.classification import classify_files
+    from captioner.encoders import OFFLINE_ENCODERS, build_encoder
+    from captioner.images import expand_inputs
+
+    if args.encoder not in OFFLINE_ENCODERS:
+        raise UsageError(
+            f"classify needs an encoder with an ImageNet head; choose from "
+            f"{', '.join(OFFLINE_ENCODERS)} (not {args.encoder!r})"
+        )
+    if args.top_k < 1 or args.top_k > 1000 or args.batch_size < 1:
+        raise UsageError("--top-k must be in 1..1000 and --batch-size at least 1")
+    classifier = build_encoder(args.encoder, args.image_size, args.weights, include_top=True)
+    failed = 0
+    paths = expand_inputs(args.inputs)
+    for result in classify_files(classifier, paths, top_k=args.top_k, batch_size=args.batch_size):
+        if result.error is not None:
+            failed += 1
+            print(f"captioner: {result.error}", file=sys.stderr)
+        elif args.format == "json":
+            print(json.dumps(result.to_json()), flush=True)
+        else:
+            lines = [f"  {p:.4f}  {c.names}" for c, p in result.top]
+            print("\n".join([f"{result.path}:", *lines]), flush=True)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
     from captioner.data import load_karpathy, select_split
@@ -209,6 +256,7 @@ COMMANDS = {
     "synth": run_synth,
     "train": run_train,
     "caption": run_caption,
+    "classify": run_classify,
     "evaluate": run_evaluate,
 }
 

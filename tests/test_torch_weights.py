@@ -3,6 +3,7 @@
 import io
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -106,3 +107,40 @@ def test_broken_files_are_named_in_the_error(tmp_path):
         archive.writestr("readme.txt", "hello")
     with pytest.raises(TorchWeightsError, match="archive.pth: zip file without data.pkl"):
         load_state_dict(no_pickle)
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw  # BINUNICODE
+
+
+def _int_tuple(values) -> bytes:
+    return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"  # BININT
+
+
+def _crafted_zip(path: Path, numel: int, offset: int, size, stride) -> None:
+    """A zip-layout file, pickled opcode by opcode, with one float tensor named "w"."""
+    storage = (
+        b"(" + _string("storage") + b"ctorch\nFloatStorage\n" + _string("0") + _string("cpu")
+        + b"J" + struct.pack("<i", numel) + b"tQ"  # a tuple, then BINPERSID
+    )  # fmt: skip
+    tensor = (
+        b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + b"J" + struct.pack("<i", offset)
+        + _int_tuple(size) + _int_tuple(stride) + b"\x89ccollections\nOrderedDict\n)RtR"
+    )  # fmt: skip
+    data = b"\x80\x02}" + _string("w") + tensor + b"s."
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("crafted/data.pkl", data)
+        archive.writestr("crafted/data/0", np.arange(numel, dtype="<f4").tobytes())
+
+
+def test_reads_a_hand_written_file_and_checks_tensor_bounds(tmp_path):
+    path = tmp_path / "crafted.pth"
+    _crafted_zip(path, numel=6, offset=1, size=(2, 2), stride=(1, 2))
+    np.testing.assert_array_equal(load_state_dict(path)["w"], [[1, 3], [2, 4]])
+    _crafted_zip(path, numel=6, offset=3, size=(2, 2), stride=(2, 1))  # needs element 6
+    with pytest.raises(TorchWeightsError, match="'w': a tensor reaches past the end"):
+        load_state_dict(path)
+    _crafted_zip(path, numel=6, offset=5, size=(2,), stride=(-1,))
+    with pytest.raises(TorchWeightsError, match="crafted.pth: .*bad tensor layout"):
+        load_state_dict(path)

