@@ -1,36 +1,147 @@
-"""Reading user images from disk into RGB arrays."""
+"""Reading user images from disk into RGB arrays: the one loader for every command."""
 
 from __future__ import annotations
 
 import glob
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from captioner.errors import ImageLoadError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "ImageLoadError", "expand_inputs", "load_image"]
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Images whose header claims more pixels are refused before decoding (decompression bombs).
+# Pillow refuses on its own above 2 * Image.MAX_IMAGE_PIXELS (about 179 million pixels).
+DEFAULT_MAX_PIXELS = 64 * 2**20
+
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_WHITE = (255, 255, 255)
+_SIGNATURES = {
+    "PNG": (b"\x89PNG",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+    "WebP": (b"RIFF",),
+    "BMP": (b"BM",),
+    "PDF document": (b"%PDF",),
+    "zip archive": (b"PK\x03\x04",),
+}
+_IMAGE_KINDS = ("PNG", "JPEG", "GIF", "TIFF", "WebP", "BMP")
 
 
-class ImageLoadError(Exception):
-    """An image file that cannot be read; the message names the file and the reason."""
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads an image as (H, W, 3) uint8 RGB.
 
+    Any format Pillow reads, whatever the file's extension. The EXIF orientation is
+    applied; animations give their first frame; transparent pixels are laid on white;
+    16-bit and floating-point images are scaled to 8 bits.
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Reads an image as (H, W, 3) uint8 RGB, with its EXIF orientation applied."""
+    Args:
+        path: the image file.
+        max_pixels: refuse images whose header claims more pixels than this.
+
+    Raises:
+        ImageLoadError: for anything that is not a readable image within the limit; the
+            message names the file and the reason. No other exception escapes.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ImageLoadError(f"{path}: no such file")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageLoadError(f"{path}: no such file") from None
+    except OSError as error:
+        raise ImageLoadError(f"{path}: cannot read file ({error.strerror or error})") from None
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a directory")
+    if size == 0:
+        raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        with warnings.catch_warnings():
+            # Pillow warns about corrupt metadata and large images; the image either
+            # loads or is refused with a message, and the pixel limit below is ours.
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                pixels = image.width * image.height
+                if pixels > max_pixels:
+                    raise ImageLoadError(
+                        f"{path}: {image.width}x{image.height} image has {pixels:,} pixels, "
+                        f"more than the limit of {max_pixels:,} (decompression bomb?)"
+                    )
+                image.seek(0)  # the first frame of an animation
+                return _to_rgb(_oriented(image))
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageLoadError(f"{path}: cannot decode image ({error})") from None
+        kind = _sniff(path)
+        if kind in _IMAGE_KINDS:
+            raise ImageLoadError(f"{path}: cannot decode image (a damaged {kind} file)") from None
+        raise ImageLoadError(
+            f"{path}: not an image file{f' (it is {kind})' if kind else ''}"
+        ) from None
+    except Image.DecompressionBombError as error:
+        raise ImageLoadError(f"{path}: refused as a decompression bomb ({error})") from None
+    except PermissionError as error:
+        raise ImageLoadError(f"{path}: cannot read file ({error.strerror})") from None
+    except MemoryError:
+        raise ImageLoadError(f"{path}: not enough memory to decode the image") from None
+    except Exception as error:  # noqa: BLE001  (decoders raise many types on corrupt data)
+        reason = str(error) or type(error).__name__
+        raise ImageLoadError(f"{path}: cannot decode image ({reason})") from None
+
+
+def _oriented(image: Image.Image) -> Image.Image:
+    """The image turned upright by its EXIF orientation; unreadable EXIF is ignored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001  (a broken EXIF block must not refuse a good image)
+        return image
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> (H, W, 3) uint8 RGB."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        grey = _scale_to_uint8(np.asarray(image))
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in _ALPHA_MODES:
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (*_WHITE, 255))
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Integers within 0..65535 by that 16-bit range; other integers and floats by min..max."""
+    is_16_bit = values.dtype.kind in "iu" and values.size and values.min() >= 0
+    is_16_bit = bool(is_16_bit) and values.max() <= 65535
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (0.0, 65535.0) if is_16_bit else (float(values.min()), float(values.max()))
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip(np.round((values - low) * scale), 0, 255).astype(np.uint8)
+
+
+def _sniff(path: Path) -> str:
+    """What a file that Pillow cannot identify seems to be, from its first bytes ("" if unknown)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return ""
+    for kind, signatures in _SIGNATURES.items():
+        if head.startswith(signatures):
+            return kind
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "an HTML page"
+    if text.startswith((b"{", b"[")):
+        return "JSON text"
+    return ""
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
