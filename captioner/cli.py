@@ -11,12 +11,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+from captioner.errors import CaptionerError  # noqa: E402  (no TensorFlow import)
+from captioner.images import DEFAULT_MAX_PIXELS  # noqa: E402
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 TRAIN_HELP = {
     "data": "Karpathy-format dataset JSON (default: the built-in synthetic dataset)",
     "images": "root folder of the dataset's images (default: the JSON's folder)",
     "synthetic_dir": "where the synthetic dataset is generated and reused",
+    "skip_missing": "train without the dataset's missing image files (default: refuse)",
     "out": "run directory",
     "encoder": "encoder name: small_cnn or a keras.applications backbone (e.g. resnet50)",
     "encoder_weights": "encoder weights: imagenet (needs internet) or a local weights file",
@@ -77,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--attention-dir", help="write attention maps (PNG and .npz) here")
     caption.add_argument("--attention-format", choices=("png", "npz", "both"), default="both")
     caption.add_argument("--batch-size", type=int, default=32)
+    caption.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels (decompression bombs; default: %(default)s)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split")
     evaluate.add_argument("--model", required=True, help="run directory of a trained model")
@@ -85,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--out", help="output folder (default: RUN_DIR/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--skip-missing", action="store_true", help="score without missing image files"
+    )
     return parser
 
 
@@ -117,13 +130,14 @@ def run_train(args) -> int:
     return EXIT_OK
 
 
+def _warn(line: str) -> None:
+    print(f"captioner: warning: {line}", file=sys.stderr)
+
+
 def _load_captioner(run_dir: str):
     from captioner.inference import Captioner
 
-    try:
-        return Captioner.from_run_dir(run_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
+    return Captioner.from_run_dir(run_dir)  # RunDirectoryError: reported by main()
 
 
 def run_caption(args) -> int:
@@ -140,6 +154,7 @@ def run_caption(args) -> int:
         batch_size=args.batch_size,
         attention_dir=args.attention_dir,
         attention_formats=formats,
+        max_pixels=args.max_pixels,
     ):
         if result.error is not None:
             failed += 1
@@ -153,7 +168,7 @@ def run_caption(args) -> int:
 
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
-    from captioner.data import load_karpathy, select_split
+    from captioner.data import check_image_files, load_karpathy, select_split
     from captioner.evaluation import evaluate_split
     from captioner.metrics import format_table
 
@@ -164,9 +179,11 @@ def run_evaluate(args) -> int:
     images = args.images if args.data else (args.images or config.images)
     if not Path(data).is_file():
         raise UsageError(f"{data}: no such dataset file")
-    records = [r for r in select_split(load_karpathy(data, images), args.split) if r.captions]
+    records = load_karpathy(data, images, warn=_warn)
+    records = [r for r in select_split(records, args.split) if r.captions]
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")
+    records = check_image_files(records, source=data, skip_missing=args.skip_missing, warn=_warn)
     out = Path(args.out) if args.out else run_dir / args.split
     metrics = evaluate_split(
         captioner,
@@ -193,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, FileNotFoundError, ValueError, json.JSONDecodeError) as error:
+    except (UsageError, CaptionerError, OSError, ValueError) as error:
+        # User errors (bad files, full disks, wrong arguments): one line; --debug re-raises.
         if args.debug:
             raise
         print(f"captioner: error: {error}", file=sys.stderr)

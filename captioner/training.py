@@ -11,8 +11,16 @@ from pathlib import Path
 import keras
 
 from captioner.config import TrainConfig
-from captioner.data import ImageRecord, load_karpathy, select_split, training_dataset
+from captioner.data import (
+    ImageRecord,
+    check_image_files,
+    count_long_captions,
+    load_karpathy,
+    select_split,
+    training_dataset,
+)
 from captioner.encoders import is_pretrained
+from captioner.errors import DatasetError
 from captioner.evaluation import evaluate_split
 from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
@@ -90,11 +98,23 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     free-running validation BLEU-4) and history.json.
     """
     data_path = resolve_dataset(config, log)
-    records = load_karpathy(data_path, config.images)
+    records = load_karpathy(data_path, config.images, warn=log)
     train_records = [r for r in select_split(records, "train") if r.captions]
     val_records = [r for r in select_split(records, "val") if r.captions][: config.val_images]
     if not train_records:
-        raise ValueError(f"{data_path}: no training images with captions")
+        raise DatasetError(f"{data_path}: no training images with captions")
+    # Missing image files are refused (or skipped) now, not halfway through an epoch.
+    kept = check_image_files(
+        train_records + val_records, source=data_path, skip_missing=config.skip_missing, warn=log
+    )
+    train_records = [r for r in kept if r.split != "val"]
+    val_records = [r for r in kept if r.split == "val"]
+    long_captions, num_captions = count_long_captions(train_records, config.max_length)
+    if long_captions:
+        log(
+            f"{data_path}: {long_captions} of {num_captions} training captions longer than "
+            f"{config.max_length} words (truncated)"
+        )
     log(f"{data_path}: {len(train_records)} training images, {len(val_records)} validation")
 
     run_dir = Path(config.out)
