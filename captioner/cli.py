@@ -192,10 +192,11 @@ def run_evaluate(args) -> int:
         out_dir=out,
         batch_size=args.batch_size,
         extra={"model": str(run_dir), "dataset": str(data)},
+        on_error=lambda message: print(f"captioner: {message}", file=sys.stderr),
     )
     print(format_table(metrics))
     print(f"written to {out}")
-    return EXIT_OK
+    return EXIT_SOME_FAILED if metrics["num_unreadable_images"] else EXIT_OK
 
 
 COMMANDS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ import tensorflow as tf
 from captioner.dataset_problems import EXAMPLES_SHOWN, DatasetProblems
 from captioner.errors import DatasetError
 from captioner.files import read_json
+from captioner.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from captioner.text import tokenize
 from captioner.vocab import Vocabulary
 
@@ -230,20 +232,53 @@ def resize_image(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def read_image(path: tf.Tensor, size: int) -> tf.Tensor:
-    """Reads and decodes an image file (JPEG, PNG, GIF, BMP) to (size, size, 3) uint8."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return resize_image(image, size)
-
-
 def _should_cache(num_images: int, image_size: int, limit_bytes: float = 2e9) -> bool:
     return num_images * image_size * image_size * 3 <= limit_bytes
 
 
-def image_dataset(records: Sequence[ImageRecord], image_size: int) -> tf.data.Dataset:
-    """Decoded, resized images (size, size, 3) uint8 in record order."""
-    paths = tf.data.Dataset.from_tensor_slices([str(r.path) for r in records])
-    return paths.map(lambda p: read_image(p, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+def image_dataset(
+    records: Sequence[ImageRecord],
+    image_size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_error: Callable[[str], None] | None = None,
+) -> tf.data.Dataset:
+    """`(index, image)` pairs in record order: the record's position and its (size, size, 3)
+    uint8 image.
+
+    Images are decoded by `captioner.images.load_image`, the loader `captioner caption`
+    uses, so training, evaluation and captioning read every file the same way. An image
+    that cannot be read is left out (its index is missing) and its error message is passed
+    to `on_error` once (default: a warning on stderr); the pipeline goes on.
+    """
+    report = on_error or _print_warning
+    reported: set[str] = set()
+
+    def load(path: bytes) -> tuple[np.ndarray, bool]:
+        try:
+            return load_image(os.fsdecode(path), max_pixels), True
+        except ImageLoadError as error:
+            if error.args[0] not in reported:
+                reported.add(error.args[0])
+                report(f"{error} (skipped)")
+            return np.zeros((1, 1, 3), np.uint8), False
+
+    def decode(index, path):
+        image, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
+        image.set_shape((None, None, 3))
+        ok.set_shape(())
+        return index, resize_image(image, image_size), ok
+
+    def readable(index, image, ok):
+        return ok
+
+    def without_flag(index, image, ok):
+        return index, image
+
+    paths = [os.fsencode(str(r.path)) for r in records]
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(records), dtype=tf.int32), paths))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.filter(readable).map(without_flag)
 
 
 def training_dataset(
@@ -263,11 +298,15 @@ def training_dataset(
     `max_length + 1` steps. Images are (B, size, size, 3) uint8.
     """
     ids, counts = encode_captions(records, vocab, max_length)
-    images = image_dataset(records, image_size)
+    ids, counts = tf.constant(ids), tf.constant(counts)
+    # Unreadable images are left out by image_dataset: captions are matched by index.
+
+    def with_captions(index, image):
+        return image, (tf.gather(ids, index), tf.gather(counts, index))
+
+    ds = image_dataset(records, image_size).map(with_captions)
     if _should_cache(len(records), image_size):
-        images = images.cache()
-    captions = tf.data.Dataset.from_tensor_slices((ids, counts))
-    ds = tf.data.Dataset.zip(images, captions)
+        ds = ds.cache()
     ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 

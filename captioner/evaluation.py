@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from captioner.data import ImageRecord, image_dataset
@@ -13,13 +13,20 @@ from captioner.metrics import corpus_bleu, object_accuracy
 
 
 def predict_records(
-    captioner: Captioner, records: Sequence[ImageRecord], batch_size: int = 64
-) -> list[Caption]:
-    """Captions every record's image with free-running decoding, in record order."""
-    images = image_dataset(records, captioner.image_size).batch(batch_size).prefetch(2)
-    captions: list[Caption] = []
-    for batch in images:
-        captions.extend(captioner.caption(batch.numpy()))
+    captioner: Captioner,
+    records: Sequence[ImageRecord],
+    batch_size: int = 64,
+    on_error: Callable[[str], None] | None = None,
+) -> list[Caption | None]:
+    """Captions every record's image with free-running decoding, in record order.
+
+    An image that cannot be read gets None; its error message goes to `on_error`.
+    """
+    images = image_dataset(records, captioner.image_size, on_error=on_error)
+    captions: list[Caption | None] = [None] * len(records)
+    for indices, batch in images.batch(batch_size).prefetch(2):
+        for index, caption in zip(indices.numpy(), captioner.caption(batch.numpy())):
+            captions[index] = caption
     return captions
 
 
@@ -43,15 +50,22 @@ def evaluate_split(
     out_dir: str | Path | None = None,
     batch_size: int = 64,
     extra: dict | None = None,
+    on_error: Callable[[str], None] | None = None,
 ) -> dict:
     """Scores a split and, with `out_dir`, writes metrics.json, predictions.json and
     per_image.jsonl there.
+
+    Images that cannot be read are reported through `on_error`, left out of the scores
+    and counted as `num_unreadable_images`.
 
     Returns:
         the metrics: scores on the 0–100 scale plus split, decoding settings and counts.
     """
     started = time.perf_counter()
-    captions = predict_records(captioner, records, batch_size)
+    predicted = predict_records(captioner, records, batch_size, on_error)
+    unreadable = sum(c is None for c in predicted)
+    records = [r for r, c in zip(records, predicted) if c is not None]
+    captions = [c for c in predicted if c is not None]
     metrics = score_captions(records, captions)
     metrics.update(
         split=split,
@@ -60,6 +74,7 @@ def evaluate_split(
         max_length=captioner.max_length,
         num_images=len(records),
         num_references=sum(len(r.captions) for r in records),
+        num_unreadable_images=unreadable,
         seconds=round(time.perf_counter() - started, 2),
         **(extra or {}),
     )

@@ -19,6 +19,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 # Pillow refuses on its own above 2 * Image.MAX_IMAGE_PIXELS (about 179 million pixels).
 DEFAULT_MAX_PIXELS = 64 * 2**20
 
+# Pillow warns about corrupt metadata and large images. Here an image either loads or is
+# refused with a message, and the pixel limit is ours, so these warnings are noise.
+# (A module-wide filter: warnings.catch_warnings is not thread-safe, and tf.data calls the
+# loader from several threads.)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _WHITE = (255, 255, 255)
 _SIGNATURES = {
@@ -61,19 +68,15 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     if size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns about corrupt metadata and large images; the image either
-            # loads or is refused with a message, and the pixel limit below is ours.
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                pixels = image.width * image.height
-                if pixels > max_pixels:
-                    raise ImageLoadError(
-                        f"{path}: {image.width}x{image.height} image has {pixels:,} pixels, "
-                        f"more than the limit of {max_pixels:,} (decompression bomb?)"
-                    )
-                image.seek(0)  # the first frame of an animation
-                return _to_rgb(_oriented(image))
+        with Image.open(path) as image:
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise ImageLoadError(
+                    f"{path}: {image.width}x{image.height} image has {pixels:,} pixels, "
+                    f"more than the limit of {max_pixels:,} (decompression bomb?)"
+                )
+            image.seek(0)  # the first frame of an animation
+            return _to_rgb(_oriented(image))
     except ImageLoadError:
         raise
     except UnidentifiedImageError:
