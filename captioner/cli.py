@@ -172,7 +172,6 @@ def run_evaluate(args) -> int:
     from captioner.evaluation import evaluate_split
     from captioner.metrics import format_table
 
-    captioner = _load_captioner(args.model)
     run_dir = Path(args.model)
     config = TrainConfig.load(run_dir / "config.json")
     data = args.data or config.data or str(Path(config.synthetic_dir) / "dataset.json")
@@ -184,6 +183,7 @@ def run_evaluate(args) -> int:
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")
     records = check_image_files(records, source=data, skip_missing=args.skip_missing, warn=_warn)
+    captioner = _load_captioner(args.model)  # after the dataset checks: they are faster
     out = Path(args.out) if args.out else run_dir / args.split
     metrics = evaluate_split(
         captioner,

@@ -79,4 +79,5 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> None:
     """Writes `data` as JSON to `path` all at once or not at all."""
-    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    # ASCII-only JSON: \u escapes also carry lone surrogates, which UTF-8 cannot store.
+    write_text_atomic(path, json.dumps(data, indent=indent) + "\n")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from captioner.data import (
 from captioner.encoders import is_pretrained
 from captioner.errors import DatasetError
 from captioner.evaluation import evaluate_split
+from captioner.files import atomic_path, write_json_atomic
 from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
 from captioner.synth import generate_dataset
@@ -79,12 +79,11 @@ class ValidationCallback(keras.callbacks.Callback):
         improved = metric > self.best
         if improved:
             self.best = metric
-            self.model.save(self.run_dir / MODEL_FILE)
+            with atomic_path(self.run_dir / MODEL_FILE) as partial:  # a failed save keeps the last
+                self.model.save(partial)
         row["best"] = improved
         self.history.append(row)
-        (self.run_dir / HISTORY_FILE).write_text(
-            json.dumps(self.history, indent=2) + "\n", encoding="utf-8"
-        )
+        write_json_atomic(self.run_dir / HISTORY_FILE, self.history)
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"
         )

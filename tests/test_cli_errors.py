@@ -38,10 +38,13 @@ def test_awkward_and_broken_images_in_one_call(untrained_run, tmp_path, capsys):
 
 def test_pixel_limit_option(untrained_run, tmp_path, capsys):
     valid = write_valid_images(tmp_path)
-    image = next(p for p, shape in valid.items() if shape == (30, 40))
-    assert main(["caption", "--model", str(untrained_run), str(image), "--max-pixels", "1199"]) == 1
-    assert "more than the limit of 1,199" in capsys.readouterr().err
-    assert main(["caption", "--model", str(untrained_run), str(image), "--max-pixels", "1200"]) == 0
+    image = next(p for p, shape in valid.items() if shape == (30, 40))  # 1,200 pixels
+    tiny = next(p for p, shape in valid.items() if shape == (1, 1))
+    argv = ["caption", "--model", str(untrained_run), str(image), str(tiny), "--max-pixels", "1199"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert f"{image}: 40x30 image has 1,200 pixels, more than the limit of 1,199" in captured.err
+    assert captured.out.startswith(f"{tiny}: ") and captured.out.count("\n") == 1
 
 
 def test_user_errors_exit_2_with_one_line(untrained_run, tmp_path, capsys):
