@@ -306,7 +306,11 @@ def training_dataset(
 
     ds = image_dataset(records, image_size).map(with_captions)
     if _should_cache(len(records), image_size):
+        # Decode every image now, into the cache: the count of readable images then gives
+        # the pipeline a known length (Keras warns about pipelines of unknown length).
         ds = ds.cache()
+        readable = int(ds.reduce(0, lambda count, example: count + 1))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(readable))
     ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
 

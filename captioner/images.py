@@ -64,7 +64,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     except OSError as error:
         raise ImageLoadError(f"{path}: cannot read file ({error.strerror or error})") from None
     if path.is_dir():
-        raise ImageLoadError(f"{path}: is a directory")
+        raise ImageLoadError(f"{path}: is a directory, not an image file")
     if size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
@@ -137,7 +137,7 @@ def _sniff(path: Path) -> str:
     except OSError:
         return ""
     for kind, signatures in _SIGNATURES.items():
-        if head.startswith(signatures):
+        if head.startswith(signatures) and (kind != "WebP" or head[8:12] == b"WEBP"):
             return kind
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
@@ -150,17 +150,26 @@ def _sniff(path: Path) -> str:
 def expand_inputs(inputs: Iterable[str]) -> list[Path]:
     """Files, directories (their images, sorted) and glob patterns -> a list of paths.
 
-    A pattern that matches nothing and a missing path are kept as given, so that loading
-    them reports the problem by name.
+    A directory gives its files with an image extension, and the other files whose
+    content starts like an image (a JPEG saved without its extension); text and other
+    files in it are left out. A pattern that matches nothing, a missing path and a folder
+    without images are kept as given, so that loading them reports the problem by name.
     """
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            images = sorted(p for p in path.iterdir() if _looks_like_an_image(p))
+            paths.extend(images) if images else paths.append(path)
         elif not path.exists() and glob.has_magic(item):
             matches = sorted(glob.glob(item))
             paths.extend(Path(m) for m in matches) if matches else paths.append(path)
         else:
             paths.append(path)
     return paths
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return not path.name.startswith(".") and path.is_file() and _sniff(path) in _IMAGE_KINDS

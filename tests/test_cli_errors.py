@@ -115,3 +115,31 @@ def test_argument_errors_exit_2(argv, capsys):
         main(argv)
     assert exit_info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_with_one_line(untrained_run, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("captioner.captioning.caption_files", interrupted)
+    assert main(["caption", "--model", str(untrained_run), str(tmp_path / "x.png")]) == 130
+    assert capsys.readouterr().err == "captioner: interrupted\n"
+
+
+@pytest.mark.slow
+def test_training_goes_on_past_unreadable_and_missing_images(tmp_path, capsys):
+    from tests.helpers import write_karpathy
+
+    path = write_karpathy(tmp_path, size=32)
+    (tmp_path / "imgs" / "im0.png").write_bytes(b"<html></html>")  # a training image
+    (tmp_path / "imgs" / "im1.png").unlink()
+    run_dir = tmp_path / "run"
+    argv = ["train", "--data", str(path), "--out", str(run_dir), "--quiet", "--epochs", "2"]
+    tiny = ["--image-size", "32", "--units", "16", "--embed-dim", "8", "--attention-dim", "8"]
+    assert main([*argv, *tiny]) == 2  # a missing file is refused before training
+    assert "1 of 4 image files are missing" in capsys.readouterr().err
+    assert main([*argv, *tiny, "--skip-missing"]) == 0
+    captured = capsys.readouterr()
+    assert f"{tmp_path / 'imgs' / 'im0.png'}: not an image file" in captured.err
+    assert (run_dir / "model.keras").is_file()
+    assert len(json.loads((run_dir / "history.json").read_text())) == 2

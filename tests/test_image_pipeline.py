@@ -51,6 +51,9 @@ def test_training_batches_keep_captions_with_their_images(tmp_path, capsys):
     records[4].path.write_bytes(b"\x89PNG\r\n\x1a\n")
     vocab = Vocabulary.build(c for r in records for c in r.captions)
     ds = training_dataset(records, vocab, image_size=8, max_length=3, batch_size=4, seed=0)
+    assert int(ds.cardinality()) == 1  # 4 readable images, decoded once into the cache
+    for record in records:
+        record.path.unlink()  # the cache holds them
     for epoch in range(2):
         seen = {}
         for (images, caption_in), _ in ds.as_numpy_iterator():

@@ -146,11 +146,34 @@ def test_any_bytes_give_an_rgb_array_or_an_image_load_error(data):
 def test_expand_inputs_keeps_missing_paths_and_sorts_folders(tmp_path):
     for name in ("b.png", "a.JPG", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    paths = expand_inputs([str(tmp_path), str(tmp_path / "*.png"), "nothing*.png", "gone.jpg"])
+    (tmp_path / "empty").mkdir()
+    paths = expand_inputs(
+        [
+            str(tmp_path),
+            str(tmp_path / "*.png"),
+            "nothing*.png",
+            "gone.jpg",
+            str(tmp_path / "empty"),
+        ]
+    )
     assert paths == [
         tmp_path / "a.JPG",
         tmp_path / "b.png",
         tmp_path / "b.png",
         Path("nothing*.png"),
         Path("gone.jpg"),
+        tmp_path / "empty",
     ]
+    with pytest.raises(ImageLoadError, match="empty: is a directory, not an image file"):
+        load_image(tmp_path / "empty")
+
+
+def test_folders_include_images_without_an_image_extension(tmp_path):
+    image = Image.fromarray(np.zeros((4, 4, 3), np.uint8))
+    image.save(tmp_path / "photo.jpg.download", format="JPEG")
+    image.save(tmp_path / "scan", format="PNG")
+    (tmp_path / "README").write_text("holiday photos")
+    (tmp_path / "sound.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    paths = expand_inputs([str(tmp_path)])
+    assert paths == [tmp_path / "photo.jpg.download", tmp_path / "scan"]
+    assert all(load_image(p).shape == (4, 4, 3) for p in paths)
