@@ -27,11 +27,8 @@ class DatasetProblems:
         if len(shown) < EXAMPLES_SHOWN:
             shown.append(example)
 
-    def __bool__(self) -> bool:
-        return bool(self.counts)
-
     def lines(self) -> list[str]:
-        """One line per kind: `FILE: COUNT KIND, e.g. A, B, C`."""
+        """One line per kind: `FILE: COUNT KIND: EXAMPLE, EXAMPLE, EXAMPLE, ...`."""
         lines = []
         for kind, count in self.counts.items():
             examples = ", ".join(self.examples[kind])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import stat
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -58,14 +59,16 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
+        status = path.stat()
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: no such file") from None
     except OSError as error:
         raise ImageLoadError(f"{path}: cannot read file ({error.strerror or error})") from None
-    if path.is_dir():
+    if stat.S_ISDIR(status.st_mode):
         raise ImageLoadError(f"{path}: is a directory, not an image file")
-    if size == 0:
+    if not stat.S_ISREG(status.st_mode):  # a pipe or a device could block or never end
+        raise ImageLoadError(f"{path}: not a regular file")
+    if status.st_size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes)")
     try:
         with Image.open(path) as image:

@@ -108,8 +108,10 @@ class Captioner:
                 names it. The model loads in Keras safe mode, so no file can run code.
         """
         run_dir = Path(run_dir)
-        if not run_dir.is_dir():
+        if not run_dir.exists():
             raise RunDirectoryError(f"{run_dir}: no such run directory")
+        if not run_dir.is_dir():
+            raise RunDirectoryError(f"{run_dir}: not a run directory (a file)")
         for name in (MODEL_FILE, VOCAB_FILE, CONFIG_FILE):
             if not (run_dir / name).is_file():
                 raise RunDirectoryError(f"{run_dir}: not a run directory (no {name})")

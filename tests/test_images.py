@@ -1,6 +1,7 @@
 """The image loader: awkward files load as RGB, broken ones raise ImageLoadError naming them."""
 
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def test_broken_files_are_refused_by_name_with_their_reason(tmp_path):
         assert message.startswith(f"{path}: "), message
         assert reason in message, message
         assert "\n" not in message
+
+
+def test_devices_and_pipes_are_refused_without_reading_them(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # opening it for reading would block until a writer comes
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(ImageLoadError, match="not a regular file"):
+            load_image(path)
 
 
 def test_pixel_limit_is_configurable(tmp_path):
