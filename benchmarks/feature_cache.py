@@ -72,7 +72,7 @@ def measure(name, records, vocab, args) -> dict:
         extract_rate = len(records) / (time.perf_counter() - start)
         features = np.load(path)
     images = np.concatenate(
-        [b.numpy() for b in image_dataset(records[: args.batch_size], args.image_size).batch(64)]
+        [b.numpy() for _, b in image_dataset(records[: args.batch_size], args.image_size).batch(64)]
     )
     encoder = keras.Sequential([keras.Input(images.shape[1:], dtype="uint8"), model.encoder])
     forward_rate = len(images) / seconds_per_call(lambda: encoder.predict_on_batch(images), 3)

@@ -11,12 +11,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+from captioner.errors import CaptionerError  # noqa: E402  (no TensorFlow import)
+from captioner.images import DEFAULT_MAX_PIXELS  # noqa: E402
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 TRAIN_HELP = {
     "data": "Karpathy-format dataset JSON (default: the built-in synthetic dataset)",
     "images": "root folder of the dataset's images (default: the JSON's folder)",
     "synthetic_dir": "where the synthetic dataset is generated and reused",
+    "skip_missing": "train without the dataset's missing image files (default: refuse)",
     "out": "run directory",
     "encoder": "encoder name: small_cnn, an offline ImageNet encoder (efficientnet_lite0/1/2, "
     "mobilenet_v2_tv) or a keras.applications backbone (e.g. resnet50)",
@@ -85,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--attention-dir", help="write attention maps (PNG and .npz) here")
     caption.add_argument("--attention-format", choices=("png", "npz", "both"), default="both")
     caption.add_argument("--batch-size", type=int, default=32)
+    caption.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels (decompression bombs; default: %(default)s)",
+    )
 
     classify = commands.add_parser(
         "classify", help="top ImageNet classes of images (checks an encoder's offline weights)"
@@ -123,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="ptb",
         help="tokens for the pycocoevalcap scorers: its PTB tokenizer (Java) or ours",
     )
+    evaluate.add_argument(
+        "--skip-missing", action="store_true", help="score without missing image files"
+    )
     return parser
 
 
@@ -155,13 +168,14 @@ def run_train(args) -> int:
     return EXIT_OK
 
 
+def _warn(line: str) -> None:
+    print(f"captioner: warning: {line}", file=sys.stderr)
+
+
 def _load_captioner(run_dir: str):
     from captioner.inference import Captioner
 
-    try:
-        return Captioner.from_run_dir(run_dir)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
+    return Captioner.from_run_dir(run_dir)  # RunDirectoryError: reported by main()
 
 
 def run_caption(args) -> int:
@@ -178,6 +192,7 @@ def run_caption(args) -> int:
         batch_size=args.batch_size,
         attention_dir=args.attention_dir,
         attention_formats=formats,
+        max_pixels=args.max_pixels,
     ):
         if result.error is not None:
             failed += 1
@@ -218,20 +233,22 @@ def run_classify(args) -> int:
 
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
-    from captioner.data import load_karpathy, select_split
+    from captioner.data import check_image_files, load_karpathy, select_split
     from captioner.evaluation import ALL_COCO_METRICS, evaluate_split
     from captioner.metrics import format_report
 
-    captioner = _load_captioner(args.model)
     run_dir = Path(args.model)
     config = TrainConfig.load(run_dir / "config.json")
     data = args.data or config.data or str(Path(config.synthetic_dir) / "dataset.json")
     images = args.images if args.data else (args.images or config.images)
     if not Path(data).is_file():
         raise UsageError(f"{data}: no such dataset file")
-    records = [r for r in select_split(load_karpathy(data, images), args.split) if r.captions]
+    records = load_karpathy(data, images, warn=_warn)
+    records = [r for r in select_split(records, args.split) if r.captions]
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")
+    records = check_image_files(records, source=data, skip_missing=args.skip_missing, warn=_warn)
+    captioner = _load_captioner(args.model)  # after the dataset checks: they are faster
     out = Path(args.out) if args.out else run_dir / args.split
     coco = [m.strip() for m in args.coco_metrics.split(",") if m.strip() not in ("", "none")]
     unknown = sorted(set(coco) - set(ALL_COCO_METRICS))
@@ -246,10 +263,11 @@ def run_evaluate(args) -> int:
         extra={"model": str(run_dir), "dataset": str(data)},
         coco_metrics=coco,
         tokenizer=args.coco_tokenizer,
+        on_error=lambda message: print(f"captioner: {message}", file=sys.stderr),
     )
     print(format_report(metrics))
     print(f"written to {out}")
-    return EXIT_OK
+    return EXIT_SOME_FAILED if metrics["num_unreadable_images"] else EXIT_OK
 
 
 COMMANDS = {
@@ -265,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, FileNotFoundError, ValueError, json.JSONDecodeError) as error:
+    except (UsageError, CaptionerError, OSError, ValueError) as error:
+        # User errors (bad files, full disks, wrong arguments): one line; --debug re-raises.
         if args.debug:
             raise
         print(f"captioner: error: {error}", file=sys.stderr)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
+
+from captioner.errors import RunDirectoryError
+from captioner.files import read_json, write_json_atomic
 
 CONFIG_VERSION = 1
 
@@ -23,6 +25,7 @@ class TrainConfig:
     synthetic_dir: str = "data/synthetic"
     # Where a frozen encoder's features are cached ("" turns the cache off).
     feature_cache: str = "data/feature_cache"
+    skip_missing: bool = False  # train without missing image files instead of refusing
     out: str = "runs/synthetic"
 
     # Model.
@@ -65,16 +68,22 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
-        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        version = data.pop("config_version", None)
+        """Reads a saved config; a broken or incompatible file raises `RunDirectoryError`."""
+        data = read_json(path, RunDirectoryError)
+        if not isinstance(data, dict) or "config_version" not in data:
+            raise RunDirectoryError(f"{path}: not a captioner run config (no config_version)")
+        version = data.pop("config_version")
         if version != CONFIG_VERSION:
-            raise ValueError(f"{path}: config version {version!r}, expected {CONFIG_VERSION}")
+            raise RunDirectoryError(
+                f"{path}: run written with config version {version!r}, this captioner reads "
+                f"version {CONFIG_VERSION}; train the model again with this version"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}")
+            raise RunDirectoryError(f"{path}: unknown settings {unknown}")
         return cls(**data)

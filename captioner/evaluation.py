@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +23,24 @@ def predict_records(
     captioner: Captioner,
     records: Sequence[ImageRecord],
     batch_size: int = 64,
+    on_error: Callable[[str], None] | None = None,
     features: np.ndarray | None = None,
-) -> list[Caption]:
+) -> list[Caption | None]:
     """Captions every record's image with free-running decoding, in record order.
 
-    With `features` (the records' cached encoder grids, (N, L, D)) the encoder is skipped.
+    An image that cannot be read gets None; its error message goes to `on_error`. With
+    `features` (the records' cached encoder grids, (N, L, D)) the encoder is skipped.
     """
     if features is not None:
         captions = []
         for start in range(0, len(records), batch_size):
             captions.extend(captioner.caption_features(features[start : start + batch_size]))
         return captions
-    images = image_dataset(records, captioner.image_size).batch(batch_size).prefetch(2)
-    captions: list[Caption] = []
-    for batch in images:
-        captions.extend(captioner.caption(batch.numpy()))
+    images = image_dataset(records, captioner.image_size, on_error=on_error)
+    captions: list[Caption | None] = [None] * len(records)
+    for indices, batch in images.batch(batch_size).prefetch(2):
+        for index, caption in zip(indices.numpy(), captioner.caption(batch.numpy())):
+            captions[index] = caption
     return captions
 
 
@@ -147,6 +150,7 @@ def evaluate_split(
     extra: dict | None = None,
     coco_metrics: Sequence[str] = ALL_COCO_METRICS,
     tokenizer: str = "ptb",
+    on_error: Callable[[str], None] | None = None,
     features: np.ndarray | None = None,
 ) -> dict:
     """Captions a split with free-running decoding and scores it; with `out_dir`, writes
@@ -164,12 +168,18 @@ def evaluate_split(
         coco_metrics: pycocoevalcap metrics to compute (empty: BLEU and grounding only).
         tokenizer: Tokenisation for the pycocoevalcap scorers.
 
+    Images that cannot be read are reported through `on_error`, left out of the scores
+    and counted as `num_unreadable_images`.
+
     Returns:
         the metrics: scores on the 0–100 scale plus split, decoding settings, counts and the
         seconds taken (captioning and scoring).
     """
     started = time.perf_counter()
-    captions = predict_records(captioner, records, batch_size, features)
+    predicted = predict_records(captioner, records, batch_size, on_error, features)
+    unreadable = sum(c is None for c in predicted)
+    records = [r for r, c in zip(records, predicted) if c is not None]
+    captions = [c for c in predicted if c is not None]
     metrics, per_image = score_captions(
         records, captions, coco_metrics=coco_metrics, tokenizer=tokenizer
     )
@@ -181,6 +191,7 @@ def evaluate_split(
         max_length=captioner.max_length,
         num_images=len(records),
         num_references=sum(len(r.captions) for r in records),
+        num_unreadable_images=unreadable,
         seconds=round(time.perf_counter() - started, 2),
         **(extra or {}),
     )

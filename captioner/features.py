@@ -58,8 +58,12 @@ def cache_key(model, records: Sequence[ImageRecord]) -> str:
 
 def extract_features(
     model, records: Sequence[ImageRecord], path: Path, batch_size: int = 64, verbose: int = 1
-) -> None:
-    """Writes `model.grid_features` of every record's image to `path`, (N, L, D) float16."""
+) -> np.ndarray:
+    """Writes `model.grid_features` of every record's image to `path`, (N, L, D) float16.
+
+    Returns the indices of the records whose image could not be read (their rows are 0;
+    the loader has reported them).
+    """
     encode = tf.function(model.grid_features)
     gh, gw = model.grid_size
     depth = encode.get_concrete_function(
@@ -69,14 +73,15 @@ def extract_features(
         path, mode="w+", dtype=np.float16, shape=(len(records), gh * gw, depth)
     )
     progress = keras.utils.Progbar(len(records), unit_name="image", verbose=verbose)
-    start = 0
-    for images in image_dataset(records, model.image_size).batch(batch_size).prefetch(2):
-        features = encode(images).numpy()
-        out[start : start + len(features)] = features
-        start += len(features)
-        progress.update(start)
+    read = np.zeros(len(records), bool)
+    for indices, images in image_dataset(records, model.image_size).batch(batch_size).prefetch(2):
+        indices = indices.numpy()
+        out[indices] = encode(images).numpy()
+        read[indices] = True
+        progress.add(len(indices))
     out.flush()
     del out
+    return np.flatnonzero(~read)
 
 
 def cached_features(
@@ -88,8 +93,9 @@ def cached_features(
     batch_size: int = 64,
     log: Callable[[str], None] = print,
     verbose: int = 1,
-) -> np.ndarray:
-    """The annotations (N, L, D) float16 of every record, from the cache or extracted now.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The grid features (N, L, D) float16 of every record, from the cache or extracted now,
+    and the indices of the records whose image could not be read (their rows are unusable).
 
     `label` (e.g. the encoder's name) starts the entry's folder name. Returns a read-only
     memory-mapped array, so datasets larger than memory work too. A new
@@ -104,13 +110,13 @@ def cached_features(
         if manifest.get("key") == key:
             features = np.load(entry / FEATURES_FILE, mmap_mode="r")
             log(f"feature cache: reusing {entry} ({features.shape[0]} images)")
-            return features
+            return features, np.array(manifest.get("unreadable", []), np.int64)
     log(f"feature cache: extracting {len(records)} images into {entry} ...")
     started = time.perf_counter()
     entry.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=entry.parent))
     try:
-        extract_features(model, records, staging / FEATURES_FILE, batch_size, verbose)
+        unreadable = extract_features(model, records, staging / FEATURES_FILE, batch_size, verbose)
         features = np.load(staging / FEATURES_FILE, mmap_mode="r")
         manifest = {
             "key": key,
@@ -119,6 +125,7 @@ def cached_features(
             "image_size": model.image_size,
             "shape": list(features.shape),
             "dtype": "float16",
+            "unreadable": unreadable.tolist(),
             "seconds": round(time.perf_counter() - started, 2),
         }
         del features
@@ -130,4 +137,4 @@ def cached_features(
         shutil.rmtree(staging, ignore_errors=True)
     seconds = time.perf_counter() - started
     log(f"  done in {seconds:.1f}s ({len(records) / max(seconds, 1e-9):.0f} images/s)")
-    return np.load(entry / FEATURES_FILE, mmap_mode="r")
+    return np.load(entry / FEATURES_FILE, mmap_mode="r"), unreadable

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -13,10 +12,19 @@ import numpy as np
 
 from captioner.coco_metrics import COCO_METRICS
 from captioner.config import TrainConfig
-from captioner.data import ImageRecord, load_karpathy, select_split, training_dataset
+from captioner.data import (
+    ImageRecord,
+    check_image_files,
+    count_long_captions,
+    load_karpathy,
+    select_split,
+    training_dataset,
+)
 from captioner.encoders import is_pretrained
+from captioner.errors import DatasetError
 from captioner.evaluation import evaluate_split
 from captioner.features import cached_features
+from captioner.files import atomic_path, write_json_atomic
 from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
 from captioner.selection import ModelSelector, check_select_metric
@@ -86,15 +94,14 @@ class ValidationCallback(keras.callbacks.Callback):
             metric = -row["loss"]  # no validation split: keep the lowest training loss
         improved = self.selector.update(metric, epoch + 1)
         if improved:
-            self.model.save(self.run_dir / MODEL_FILE)
+            with atomic_path(self.run_dir / MODEL_FILE) as partial:  # a failed save keeps the last
+                self.model.save(partial)
         row["best"] = improved
         if self.selector.should_stop:
             self.model.stop_training = True
             row["early_stop"] = True
         self.history.append(row)
-        (self.run_dir / HISTORY_FILE).write_text(
-            json.dumps(self.history, indent=2) + "\n", encoding="utf-8"
-        )
+        write_json_atomic(self.run_dir / HISTORY_FILE, self.history)
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"
         )
@@ -135,11 +142,23 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     """
     check_select_metric(config.select_metric)
     data_path = resolve_dataset(config, log)
-    records = load_karpathy(data_path, config.images)
+    records = load_karpathy(data_path, config.images, warn=log)
     train_records = [r for r in select_split(records, "train") if r.captions]
     val_records = [r for r in select_split(records, "val") if r.captions][: config.val_images]
     if not train_records:
-        raise ValueError(f"{data_path}: no training images with captions")
+        raise DatasetError(f"{data_path}: no training images with captions")
+    # Missing image files are refused (or skipped) now, not halfway through an epoch.
+    kept = check_image_files(
+        train_records + val_records, source=data_path, skip_missing=config.skip_missing, warn=log
+    )
+    train_records = [r for r in kept if r.split != "val"]
+    val_records = [r for r in kept if r.split == "val"]
+    long_captions, num_captions = count_long_captions(train_records, config.max_length)
+    if long_captions:
+        log(
+            f"{data_path}: {long_captions} of {num_captions} training captions longer than "
+            f"{config.max_length} words (truncated)"
+        )
     log(f"{data_path}: {len(train_records)} training images, {len(val_records)} validation")
 
     run_dir = Path(config.out)
@@ -171,7 +190,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     model.build()
     log(f"model: {model.count_params():,} parameters, grid {model.grid_size}")
 
-    features = val_features = None
+    features = feature_rows = val_features = None
     if not train_encoder and config.feature_cache:
 
         def cache(split_records):
@@ -184,8 +203,13 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
                 verbose=verbose,
             )
 
-        features = cache(train_records)
-        val_features = cache(val_records) if val_records else None
+        features, unreadable = cache(train_records)
+        feature_rows = np.setdiff1d(np.arange(len(train_records)), unreadable)
+        train_records = [train_records[i] for i in feature_rows]
+        if val_records:
+            val_features, unreadable = cache(val_records)
+            if len(unreadable):  # rare: decode those from the images like any other run
+                val_features = None
     dataset = training_dataset(
         train_records,
         vocab,
@@ -195,6 +219,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         seed=config.seed,
         captions_per_image=config.captions_per_image,
         features=features,
+        feature_rows=feature_rows,
     )
     steps_per_epoch = math.ceil(len(train_records) / config.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(

@@ -25,9 +25,12 @@ def records(tmp_path):
 def test_features_are_the_encoder_output_and_are_reused(tmp_path, records, monkeypatch):
     model = tiny_model()
     messages = []
-    first = feature_cache.cached_features(model, records, tmp_path / "cache", log=messages.append)
+    first, unreadable = feature_cache.cached_features(
+        model, records, tmp_path / "cache", log=messages.append
+    )
     assert "extracting" in messages[0]
-    images = np.concatenate([b.numpy() for b in image_dataset(records, 32).batch(4)])
+    assert len(unreadable) == 0
+    images = np.concatenate([b.numpy() for _, b in image_dataset(records, 32).batch(4)])
     expected = ops.convert_to_numpy(model.grid_features(images))
     assert first.dtype == np.float16 and first.shape == expected.shape  # (N, L, D)
     np.testing.assert_allclose(first, expected, rtol=2e-3, atol=2e-3)
@@ -37,7 +40,9 @@ def test_features_are_the_encoder_output_and_are_reused(tmp_path, records, monke
 
     monkeypatch.setattr(feature_cache, "extract_features", no_extraction)
     messages.clear()
-    again = feature_cache.cached_features(model, records, tmp_path / "cache", log=messages.append)
+    again, _ = feature_cache.cached_features(
+        model, records, tmp_path / "cache", log=messages.append
+    )
     assert "reusing" in messages[0]
     np.testing.assert_array_equal(again, first)
 
@@ -62,3 +67,16 @@ def test_an_interrupted_extraction_leaves_no_entry(tmp_path, records, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         feature_cache.cached_features(tiny_model(), records, tmp_path / "cache", log=print)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_unreadable_images_are_named_and_kept_out(tmp_path, records):
+    records[1].path.write_bytes(b"not an image")
+    model, messages = tiny_model(), []
+    features, unreadable = feature_cache.cached_features(
+        model, records, tmp_path / "cache", log=messages.append
+    )
+    assert unreadable.tolist() == [1] and features.shape[0] == len(records)
+    _, again = feature_cache.cached_features(
+        model, records, tmp_path / "cache", log=messages.append
+    )
+    assert "reusing" in messages[-1] and again.tolist() == [1]  # remembered by the entry

@@ -20,7 +20,7 @@ def test_callback_selects_by_metric_and_stops_early(tmp_path, monkeypatch):
     cider = iter([50.0, 70.0, 60.0, 65.0, 90.0])
     asked = []
 
-    def fake_scores(captioner, records, metric):
+    def fake_scores(captioner, records, metric, features=None):
         asked.append(metric)
         return {"bleu4": 99.0, "cider": next(cider)}  # BLEU-4 never decides here
 
