@@ -1,6 +1,8 @@
+
 """The validation callback keeps the best epoch by the selected metric and stops early."""
 
 import json
+from pathlib import Path
 
 from captioner import training
 from captioner.selection import ModelSelector
@@ -14,6 +16,7 @@ class FakeModel:
 
     def save(self, path):
         self.saved += 1
+        Path(path).write_bytes(b"model")
 
 
 def test_callback_selects_by_metric_and_stops_early(tmp_path, monkeypatch):
