@@ -1,4 +1,3 @@
-
 """The validation callback keeps the best epoch by the selected metric and stops early."""
 
 import json
