@@ -10,6 +10,7 @@ is cut to its longest caption (rounded up to `LENGTH_STEP`), so little work goes
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -20,15 +21,65 @@ LENGTH_STEP = 4
 # With bucketing, captions are sorted by length inside pools of this many batches.
 POOL_BATCHES = 50
 
-InputLookup = Callable[[tf.Tensor], tf.Tensor]
+
+@dataclasses.dataclass(frozen=True)
+class InputLookup:
+    """How the model inputs of a batch's images are found from the images' indices.
+
+    Attributes:
+        fetch: with `per_example`, index () -> (input, readable flag); otherwise indices
+            (B,) -> inputs (B, ...).
+        per_example: inputs are read one image at a time (in parallel) and unreadable ones
+            are left out of their batch; otherwise a whole batch is gathered at once.
+    """
+
+    fetch: Callable
+    per_example: bool = False
 
 
 def array_lookup(array: np.ndarray) -> InputLookup:
-    """Model inputs held in memory (decoded images or encoder features), looked up by index."""
+    """Model inputs held in memory (decoded images or encoder features), gathered by index."""
     # A variable, not a constant: tf.data would copy a captured constant into its graph.
     with tf.device("/cpu:0"):
         table = tf.Variable(array, trainable=False)
-    return lambda index: tf.gather(table, index)
+    return InputLookup(lambda indices: tf.gather(table, indices))
+
+
+def memmap_lookup(features: np.ndarray, rows: np.ndarray | None = None) -> InputLookup:
+    """Cached encoder features (N, L, D), e.g. a memory-mapped file larger than memory.
+
+    Args:
+        features: the feature cache (`captioner.features.cached_features`).
+        rows: the cache row of every training image (default: the same index); images
+            whose cache row is unusable are simply not listed.
+    """
+    rows = None if rows is None else np.asarray(rows, np.int64)
+    dtype = tf.as_dtype(features.dtype)
+    shape = tuple(features.shape[1:])
+
+    def gather(indices: np.ndarray) -> np.ndarray:
+        return np.asarray(features[indices if rows is None else rows[indices]])
+
+    def fetch(indices):
+        batch = tf.numpy_function(gather, [indices], dtype, stateful=False)
+        batch.set_shape((None, *shape))
+        return batch
+
+    return InputLookup(fetch)
+
+
+def file_lookup(
+    paths: list[str], image_size: int, on_error: Callable[[str], None] | None = None
+) -> InputLookup:
+    """Images decoded from their files at every visit (datasets too large to hold).
+
+    An unreadable image is reported once and left out of its batch.
+    """
+    from captioner.data import image_reader
+
+    table = tf.constant([os.fsencode(p) for p in paths])
+    read = image_reader(image_size, on_error=on_error)
+    return InputLookup(lambda index: read(tf.gather(table, index)), per_example=True)
 
 
 @dataclasses.dataclass
@@ -37,7 +88,8 @@ class EpochPlan:
 
     Attributes:
         image_index: (N,) the image of every example.
-        caption_index: (N,) which of the image's captions it uses.
+        caption_index: (N, C) which of the image's caption slots it uses (C captions per
+            image; a slot past the image's captions holds only padding).
         batch_size: all batches are full except possibly the last.
     """
 
@@ -58,22 +110,30 @@ def plan_epoch(
     seed: int,
     batch_size: int,
     bucketing: bool,
+    captions_per_image: int = 1,
 ) -> EpochPlan:
-    """Shuffles the images, draws one caption each and, with bucketing, groups by length.
+    """Shuffles the images, draws their captions and, with bucketing, groups by length.
 
     Args:
-        caption_lengths: (N, C) steps of every caption (`<start> w… ` = words + 1).
+        caption_lengths: (N, S) steps of every caption slot (`<start> w… ` = words + 1; 0
+            for an empty slot), S >= `captions_per_image`.
         caption_counts: (N,) captions per image.
         epoch: the epoch number; with `seed` it fixes the whole plan.
         seed: the run's seed.
-        batch_size: examples per batch.
-        bucketing: group captions of similar length into the same batches.
+        batch_size: images per batch.
+        bucketing: group captions of similar length into the same batches (an image's
+            length is its longest drawn caption).
+        captions_per_image: C, captions drawn per image without repetition: its real
+            captions in random order first, then empty slots if it has fewer than C.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(caption_counts))
-    choice = np.floor(rng.random(len(order)) * caption_counts[order]).astype(np.int64)
+    slots = caption_lengths.shape[1]
+    empty = np.arange(slots)[None, :] >= caption_counts[order][:, None]  # (N, S)
+    noise = rng.random((len(order), slots)) + 2.0 * empty  # empty slots sort last
+    choice = np.argsort(noise, axis=1, kind="stable")[:, :captions_per_image]  # (N, C)
     if bucketing:
-        lengths = caption_lengths[order, choice]
+        lengths = caption_lengths[order[:, None], choice].max(axis=1)
         pool = batch_size * POOL_BATCHES  # a multiple of the batch size: one partial batch
         batches = []
         for start in range(0, len(order), pool):
@@ -89,13 +149,13 @@ def plan_epoch(
 
 def padded_share(plan: EpochPlan, caption_lengths: np.ndarray, max_steps: int) -> float:
     """The share of padded positions in the plan's batches, as `EpochBatches` cuts them."""
-    lengths = caption_lengths[plan.image_index, plan.caption_index]
+    lengths = caption_lengths[plan.image_index[:, None], plan.caption_index]  # (N, C)
     padded = total = 0
     for start in range(0, len(lengths), plan.batch_size):
         batch = lengths[start : start + plan.batch_size]
         steps = cut_length(int(batch.max()), max_steps)
-        total += steps * len(batch)
-        padded += steps * len(batch) - int(batch.sum())
+        total += steps * batch.size
+        padded += steps * batch.size - int(batch.sum())
     return padded / max(total, 1)
 
 
@@ -107,16 +167,21 @@ def cut_length(longest: int, max_steps: int) -> int:
 class EpochBatches:
     """Teacher-forcing batches `((inputs, caption_in), caption_out)` of any epoch.
 
+    `caption_in` is `<start> w1 … wn` and `caption_out` the same shifted by one step,
+    `w1 … wn <end>`, padded with 0: (B, T) for one caption per image, (B, C, T) for C.
+
     Args:
-        lookup: index (scalar int tensor) -> the model input of that image (an image, or
-            cached encoder features); see `array_lookup`.
-        caption_ids: (N, C, T + 1) int32 `<start> w… <end>` padded with 0
+        lookup: how the model inputs (images, or cached encoder features) of a batch's
+            images are found (`array_lookup`, `memmap_lookup`, `file_lookup`).
+        caption_ids: (N, S, T + 1) int32 `<start> w… <end>` padded with 0
             (`captioner.data.encode_captions`).
         caption_counts: (N,) captions per image.
-        batch_size: the global batch size.
+        batch_size: the global batch size, in images.
         seed: the run's seed.
         bucketing: group captions by length and cut each batch to its longest caption;
             without it, every batch has the full T steps.
+        captions_per_image: C, captions of an image decoded together (the image is
+            encoded once).
     """
 
     def __init__(
@@ -128,7 +193,13 @@ class EpochBatches:
         batch_size: int,
         seed: int = 0,
         bucketing: bool = True,
+        captions_per_image: int = 1,
     ):
+        if captions_per_image < 1:
+            raise ValueError(f"captions_per_image must be at least 1, got {captions_per_image}")
+        missing_slots = captions_per_image - caption_ids.shape[1]
+        if missing_slots > 0:  # images with fewer captions get all-padding rows
+            caption_ids = np.pad(caption_ids, ((0, 0), (0, missing_slots), (0, 0)))
         self.lookup = lookup
         self.caption_ids = caption_ids
         self.caption_counts = np.asarray(caption_counts)
@@ -138,6 +209,7 @@ class EpochBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.bucketing = bucketing
+        self.captions_per_image = captions_per_image
 
     @property
     def steps_per_epoch(self) -> int:
@@ -151,6 +223,7 @@ class EpochBatches:
             seed=self.seed,
             batch_size=self.batch_size,
             bucketing=self.bucketing,
+            captions_per_image=self.captions_per_image,
         )
 
     def padded_share(self, epoch: int = 0) -> float:
@@ -162,31 +235,33 @@ class EpochBatches:
         plan = self.plan(epoch)
         start = skip_batches * self.batch_size
         image_index = plan.image_index[start:]
-        sequences = self.caption_ids[image_index, plan.caption_index[start:]]  # (n, T + 1)
+        sequences = self.caption_ids[image_index[:, None], plan.caption_index[start:]]
+        if self.captions_per_image == 1:
+            sequences = sequences[:, 0]  # (n, T + 1)
         ds = tf.data.Dataset.from_tensor_slices((image_index, sequences))
-        ds = ds.map(
-            lambda index, sequence: (self.lookup(index), sequence),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-        ds = ds.batch(self.batch_size)
+        fetch = self.lookup.fetch
+        if self.lookup.per_example:
+            ds = ds.map(
+                lambda index, sequence: (*fetch(index), sequence),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            ds = ds.filter(lambda inputs, ok, sequence: ok)
+            ds = ds.map(lambda inputs, ok, sequence: (inputs, sequence)).batch(self.batch_size)
+        else:
+            ds = ds.batch(self.batch_size).map(
+                lambda indices, sequences: (fetch(indices), sequences),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         if self.bucketing:
             ds = ds.map(self._cut, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(lambda inputs, s: ((inputs, s[:, :-1]), s[:, 1:]))
+        ds = ds.map(lambda inputs, s: ((inputs, s[..., :-1]), s[..., 1:]))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _cut(self, inputs, sequences):
-        longest = tf.reduce_max(tf.math.count_nonzero(sequences[:, 1:], axis=-1, dtype=tf.int32))
+        longest = tf.reduce_max(tf.math.count_nonzero(sequences[..., 1:], axis=-1, dtype=tf.int32))
         steps = tf.minimum((longest + LENGTH_STEP - 1) // LENGTH_STEP * LENGTH_STEP, self.max_steps)
-        return inputs, sequences[:, : steps + 1]
+        return inputs, sequences[..., : steps + 1]
 
     def epoch(self, epoch: int, skip_batches: int = 0) -> Iterator:
         """Iterates over the batches of `epoch` (eager tensors of concrete shapes)."""
         return iter(self.dataset(epoch, skip_batches))
-
-
-def file_lookup(paths: list[str], image_size: int) -> InputLookup:
-    """Images decoded from their files at every visit (datasets too large to hold)."""
-    from captioner.data import read_image
-
-    table = tf.constant(paths)
-    return lambda index: read_image(tf.gather(table, index), image_size)

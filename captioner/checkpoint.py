@@ -1,47 +1,18 @@
 """Training checkpoints: model and optimiser variables plus the loop's state, in one file
-written atomically."""
+written atomically (a crash while writing keeps the previous checkpoint)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from captioner.files import write_bytes_atomic
+
 CHECKPOINT_FILE = "checkpoint.npz"
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Writes `data` to `path` so that readers see the old file or the new one, never a part.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk, and the file
-    is renamed over `path` (`os.replace` is atomic); a crash before the rename leaves the
-    previous file intact.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    try:  # make the rename itself durable
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
 
 
 def _values(variables) -> list[np.ndarray]:
@@ -88,7 +59,7 @@ class CheckpointStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        atomic_write(self.path, buffer.getvalue())
+        write_bytes_atomic(self.path, buffer.getvalue())
 
     def load(self, model_variables: Sequence, optimizer_variables: Sequence) -> dict:
         """Assigns the saved values to the variables and returns the saved state.

@@ -62,18 +62,28 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 class PlateauReducer(keras.callbacks.Callback):
     """Reduce-on-plateau: multiplies the schedule's scale by `factor` after `patience`
-    epochs without a new best of the monitored value: the free-running validation BLEU-4
-    where there is one (`val_bleu4` in the epoch logs), otherwise minus the training loss.
+    epochs without a new best of the monitored value: a free-running validation score
+    where there is one (`monitor` in the epoch logs), otherwise minus the training loss.
 
     Args:
         schedule: the `WarmupSchedule` whose scale is lowered.
+        monitor: the epoch log to maximise (the validation metric that selects models).
         factor: the reduction factor.
         patience: epochs without improvement before a reduction.
         min_scale: the scale is never lowered below this.
     """
 
-    def __init__(self, schedule: WarmupSchedule, factor=0.5, patience=2, min_scale=1e-3, log=print):
+    def __init__(
+        self,
+        schedule: WarmupSchedule,
+        factor=0.5,
+        patience=2,
+        min_scale=1e-3,
+        log=print,
+        monitor="val_bleu4",
+    ):
         super().__init__()
+        self.monitor = monitor
         self.log = log
         self.schedule = schedule
         self.factor = factor
@@ -98,7 +108,7 @@ class PlateauReducer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        value = logs["val_bleu4"] if "val_bleu4" in logs else -logs["loss"]
+        value = logs[self.monitor] if self.monitor in logs else -logs["loss"]
         if self.update(float(value)):
             scale = float(ops.convert_to_numpy(self.schedule.scale))
             self.log(f"no improvement for {self.patience} epochs: learning rate x{scale:.3g}")

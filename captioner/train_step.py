@@ -11,6 +11,9 @@ from captioner.model import caption_loss_sums
 class TrainStep:
     """One optimisation step on a global batch `((inputs, caption_in), caption_out)`.
 
+    `inputs` are images (B, S, S, 3) or cached grid features (B, L, D); captions are (B, T)
+    or (B, C, T) for C captions per image.
+
     The loss is normalised by the global batch's token and caption counts (all-reduced
     across replicas), gradients are summed across replicas and clipped by their global
     norm after that sum, so a step split over N replicas equals the one-device step on
@@ -53,7 +56,7 @@ class TrainStep:
     def _compute_gradients(self, inputs, targets, tokens, captions):
         with tf.GradientTape() as tape:
             outputs = self.model(inputs, training=True)
-            cross_entropy, _, penalty = caption_loss_sums(
+            cross_entropy, _, penalty, _ = caption_loss_sums(
                 targets, outputs["logits"], outputs["alphas"]
             )
             # this replica's share of the global means: the shares sum to the global loss
@@ -68,15 +71,16 @@ class TrainStep:
     def _replica_step(self, inputs, targets):
         context = tf.distribute.get_replica_context()
         replicas = self.strategy.num_replicas_in_sync
+        real = tf.not_equal(targets, 0)  # (B, T), or (B, C, T) with C captions per image
         local_counts = tf.stack(
             [
-                tf.reduce_sum(tf.cast(tf.not_equal(targets, 0), "float32")),
-                tf.cast(tf.shape(targets)[0], "float32"),
+                tf.reduce_sum(tf.cast(real, "float32")),
+                tf.reduce_sum(tf.cast(tf.reduce_any(real, axis=-1), "float32")),  # captions
             ]
         )
         counts = context.all_reduce(tf.distribute.ReduceOp.SUM, local_counts)
         gradients, loss, cross_entropy, penalty = self._gradients(
-            inputs, targets, tf.maximum(counts[0], 1.0), counts[1]
+            inputs, targets, tf.maximum(counts[0], 1.0), tf.maximum(counts[1], 1.0)
         )
         gradients = [tf.convert_to_tensor(g) for g in gradients]
         if replicas > 1:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import keras
+import numpy as np
 
 from captioner.batching import EpochBatches
 from captioner.checkpoint import CheckpointStore
@@ -150,7 +151,7 @@ class Trainer:
         dataset = self.step.distribute(self.batches.dataset(epoch, skip_batches=self.batch))
         started = time.perf_counter()
         for inputs, targets in dataset:
-            captions = _batch_size(targets)
+            captions = _caption_count(targets)
             losses = self.step((inputs, targets))
             if not all(math.isfinite(v) for v in losses.values()):
                 self._diverged(losses)
@@ -225,7 +226,7 @@ class Trainer:
         return Handlers()
 
 
-def _batch_size(targets) -> int:
-    if hasattr(targets, "values"):  # per-replica parts of a distributed batch
-        return sum(int(t.shape[0]) for t in targets.values)
-    return int(targets.shape[0])
+def _caption_count(targets) -> int:
+    """The real captions of a batch's targets, (B, T) or (B, C, T) (all-padding rows not)."""
+    parts = targets.values if hasattr(targets, "values") else (targets,)  # per-replica parts
+    return sum(int(np.count_nonzero(np.any(np.asarray(t) != 0, axis=-1))) for t in parts)

@@ -1,12 +1,10 @@
-"""Training: teacher forcing, model selection by free-running validation BLEU-4."""
+"""Training: teacher forcing, model selection by a free-running validation metric."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import importlib.util
-import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +12,25 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioner.batching import EpochBatches, array_lookup, file_lookup
+from captioner.batching import EpochBatches, InputLookup, array_lookup, file_lookup, memmap_lookup
 from captioner.checkpoint import CHECKPOINT_FILE, CheckpointStore
+from captioner.coco_metrics import COCO_METRICS
 from captioner.config import TrainConfig
-from captioner.data import ImageRecord, encode_captions, image_dataset, load_karpathy, select_split
+from captioner.data import (
+    ImageRecord,
+    check_image_files,
+    count_long_captions,
+    encode_captions,
+    image_dataset,
+    load_karpathy,
+    select_split,
+)
 from captioner.distribute import is_chief, make_strategy
 from captioner.encoders import is_pretrained
+from captioner.errors import DatasetError
 from captioner.evaluation import evaluate_split
+from captioner.features import cached_features
+from captioner.files import atomic_path, write_json_atomic
 from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
 from captioner.monitoring import (
@@ -31,6 +41,7 @@ from captioner.monitoring import (
     TensorBoardCallback,
 )
 from captioner.schedules import PlateauReducer, WarmupSchedule
+from captioner.selection import ModelSelector, check_select_metric
 from captioner.synth import generate_dataset
 from captioner.train_step import TrainStep
 from captioner.trainer import Trainer
@@ -38,6 +49,7 @@ from captioner.vocab import Vocabulary
 
 HISTORY_FILE = "history.json"
 ATTENTION_SNAPSHOTS = 3  # validation images shown with their attention in TensorBoard
+IN_MEMORY_BYTES = 2e9  # decoded training images are held in memory up to this size
 
 
 def resolve_dataset(config: TrainConfig, log: Callable[[str], None] = print) -> Path:
@@ -54,24 +66,40 @@ def resolve_dataset(config: TrainConfig, log: Callable[[str], None] = print) -> 
 
 
 class ValidationCallback(keras.callbacks.Callback):
-    """After every epoch: free-running validation scores, history file, best model kept."""
+    """After every epoch: free-running validation scores, history file, best model kept.
 
-    def __init__(self, vocab: Vocabulary, records: list[ImageRecord], run_dir: Path, log):
+    The best model is the one with the highest `selector.metric` on the validation records
+    (the lowest training loss without them); `selector.patience` stops training early. Its
+    state (history and the selector's best score and patience counter) goes into the
+    training checkpoint, so a resumed run selects and stops as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        vocab: Vocabulary,
+        records: list[ImageRecord],
+        run_dir: Path,
+        log,
+        selector: ModelSelector | None = None,
+        features: np.ndarray | None = None,
+    ):
         super().__init__()
         self.vocab = vocab
         self.records = records
+        self.features = features
         self.run_dir = run_dir
         self.log = log
-        self.best = -math.inf
+        self.selector = selector or ModelSelector()
         self.history: list[dict] = []
         self.captioner: Captioner | None = None
         self.epoch_started = 0.0
 
     def get_state(self) -> dict:
-        return {"best": self.best, "history": self.history}
+        return {"history": self.history, "selector": self.selector.get_state()}
 
     def set_state(self, state: dict) -> None:
-        self.best, self.history = state["best"], list(state["history"])
+        self.history = list(state["history"])
+        self.selector.set_state(state["selector"])
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
@@ -83,32 +111,66 @@ class ValidationCallback(keras.callbacks.Callback):
             self.captioner = Captioner(self.model, self.vocab)
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
         row["train_seconds"] = round(train_seconds, 2)
+        selected = self.selector.metric
         if self.records:
-            scores = evaluate_split(self.captioner, self.records, split="val")
-            row.update({f"val_{k}": v for k, v in scores.items() if k.startswith("bleu")})
-            if "object_accuracy" in scores:
-                row["val_object_accuracy"] = scores["object_accuracy"]
+            scores = validation_scores(self.captioner, self.records, selected, self.features)
+            row.update({f"val_{k}": v for k, v in scores.items()})
             logs.update({k: v for k, v in row.items() if k.startswith("val_")})
-            metric = scores["bleu4"]
+            metric = scores.get(selected)
         else:
             metric = -row["loss"]  # no validation split: keep the lowest training loss
-        improved = metric > self.best
+        improved = self.selector.update(metric, epoch + 1)
         if improved:
-            self.best = metric
-            self.model.save(self.run_dir / MODEL_FILE)
+            with atomic_path(self.run_dir / MODEL_FILE) as partial:  # a failed save keeps the last
+                self.model.save(partial)
         row["best"] = improved
+        if self.selector.should_stop:
+            self.model.stop_training = True
+            row["early_stop"] = True
         self.history.append(row)
-        (self.run_dir / HISTORY_FILE).write_text(
-            json.dumps(self.history, indent=2) + "\n", encoding="utf-8"
-        )
+        write_json_atomic(self.run_dir / HISTORY_FILE, self.history)
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"
         )
         self.log(f"epoch {epoch + 1}: {shown}{'  (best, saved)' if improved else ''}")
+        if self.selector.should_stop:
+            self.log(
+                f"early stop: val {selected} has not improved for {self.selector.patience} "
+                f"epochs (best {self.selector.best:.4g} at epoch {self.selector.best_epoch})"
+            )
+
+
+def validation_scores(
+    captioner: Captioner,
+    records: list[ImageRecord],
+    metric: str,
+    features: np.ndarray | None = None,
+) -> dict:
+    """Free-running validation scores: BLEU-1…4, object and pointing accuracy where the
+    dataset has them, and `metric` (a coco metric is computed only when selected)."""
+    coco = (metric,) if metric in COCO_METRICS else ()
+    scores = evaluate_split(
+        captioner,
+        records,
+        split="val",
+        coco_metrics=coco,
+        tokenizer="captioner",
+        features=features,
+    )
+    kept = ("bleu1", "bleu2", "bleu3", "bleu4", "object_accuracy", "pointing_accuracy", *coco)
+    return {k: scores[k] for k in kept if scores.get(k) is not None}
 
 
 # Settings that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"out", "resume", "checkpoint_steps", "tensorboard", "strategy", "val_images"}
+RESUMABLE_CHANGES = {
+    "out",
+    "resume",
+    "checkpoint_steps",
+    "tensorboard",
+    "strategy",
+    "val_images",
+    "feature_cache",
+}
 
 
 def check_resumable(config: TrainConfig, run_dir: Path) -> bool:
@@ -157,18 +219,23 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
+def trains_encoder(config: TrainConfig) -> bool:
+    """Whether the encoder is trained (by default: small CNNs yes, pretrained backbones no)."""
+    if config.train_encoder is None:
+        return not is_pretrained(config.encoder)
+    return config.train_encoder
+
+
 def build_model(config: TrainConfig, vocab_size: int) -> CaptioningModel:
     """The captioning model that `config` describes, built."""
-    train_encoder = config.train_encoder
-    if train_encoder is None:
-        train_encoder = not is_pretrained(config.encoder)
     model = CaptioningModel(
         vocab_size,
         encoder=config.encoder,
         image_size=config.image_size,
         encoder_weights=config.encoder_weights,
-        train_encoder=train_encoder,
+        train_encoder=trains_encoder(config),
         penalty_weight=config.penalty_weight if config.attention == "soft" else 0.0,
+        feature_dim=config.feature_dim,
         max_length=config.max_length,
         embed_dim=config.embed_dim,
         units=config.units,
@@ -194,31 +261,96 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int, policy: str):
     return optimizer, schedule
 
 
-def training_inputs(records: list[ImageRecord], image_size: int, limit_bytes: float = 2e9):
-    """Index -> image lookup: decoded once into memory when they fit, else read every time."""
+def image_inputs(
+    records: list[ImageRecord], image_size: int, limit_bytes: float = IN_MEMORY_BYTES
+) -> tuple[InputLookup, list[ImageRecord]]:
+    """The training images and the records they belong to.
+
+    Images are decoded once into memory when they fit in `limit_bytes` (unreadable ones
+    are reported and their records left out); larger datasets are read from their files
+    at every visit (an unreadable image is then left out of its batch).
+    """
     if len(records) * image_size * image_size * 3 > limit_bytes:
-        return file_lookup([str(r.path) for r in records], image_size)
-    images = image_dataset(records, image_size).batch(256)
-    return array_lookup(np.concatenate([batch.numpy() for batch in images]))
+        return file_lookup([str(r.path) for r in records], image_size), records
+    readable, images = [], []
+    for indices, batch in image_dataset(records, image_size).batch(256):
+        readable.extend(indices.numpy().tolist())
+        images.append(batch.numpy())
+    if not readable:
+        raise DatasetError("none of the training images can be read")
+    return array_lookup(np.concatenate(images)), [records[i] for i in readable]
+
+
+def feature_inputs(
+    model: CaptioningModel,
+    config: TrainConfig,
+    train_records: list[ImageRecord],
+    val_records: list[ImageRecord],
+    log: Callable[[str], None],
+    verbose: int,
+) -> tuple[InputLookup, list[ImageRecord], np.ndarray | None]:
+    """A frozen encoder's cached features (extracted once, see `captioner.features`).
+
+    Returns:
+        (lookup, records, val_features): the training features of the readable images,
+        those images' records, and the validation images' features (None if one of them
+        cannot be read: validation then decodes the images like any other run).
+    """
+
+    def cache(split_records):
+        return cached_features(
+            model,
+            split_records,
+            config.feature_cache,
+            label=config.encoder,
+            log=log,
+            verbose=verbose,
+        )
+
+    features, unreadable = cache(train_records)
+    rows = np.setdiff1d(np.arange(len(train_records)), unreadable)
+    if not len(rows):
+        raise DatasetError("none of the training images can be read")
+    val_features = None
+    if val_records:
+        val_features, unreadable = cache(val_records)
+        if len(unreadable):
+            val_features = None
+    return memmap_lookup(features, rows), [train_records[i] for i in rows], val_features
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int = 1) -> Path:
     """Trains a captioning model as `config` says; returns the run directory.
 
-    The run directory receives config.json, vocab.json, model.keras (the best epoch by
-    free-running validation BLEU-4), history.json, checkpoint.npz (to resume; the same
-    call continues a killed run), training_curves.png and tensorboard/.
+    The run directory receives config.json, vocab.json, model.keras (the best epoch by the
+    free-running validation metric `config.select_metric`), history.json, checkpoint.npz
+    (to resume; the same call continues a killed run), training_curves.png and
+    tensorboard/. With a frozen encoder and `config.feature_cache`, the decoder trains
+    from the encoder's cached features.
 
     Raises:
         TrainingDiverged: the loss became NaN or Inf (the last good checkpoint is kept).
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved).
     """
+    check_select_metric(config.select_metric)
     data_path = resolve_dataset(config, log)
-    records = load_karpathy(data_path, config.images)
+    records = load_karpathy(data_path, config.images, warn=log)
     train_records = [r for r in select_split(records, "train") if r.captions]
     val_records = [r for r in select_split(records, "val") if r.captions][: config.val_images]
     if not train_records:
-        raise ValueError(f"{data_path}: no training images with captions")
+        raise DatasetError(f"{data_path}: no training images with captions")
+    # Missing image files are refused (or skipped) now, not halfway through an epoch.
+    kept = check_image_files(
+        train_records + val_records, source=data_path, skip_missing=config.skip_missing, warn=log
+    )
+    train_records = [r for r in kept if r.split != "val"]
+    val_records = [r for r in kept if r.split == "val"]
+    long_captions, num_captions = count_long_captions(train_records, config.max_length)
+    if long_captions:
+        log(
+            f"{data_path}: {long_captions} of {num_captions} training captions longer than "
+            f"{config.max_length} words (truncated)"
+        )
     log(f"{data_path}: {len(train_records)} training images, {len(val_records)} validation")
 
     run_dir = Path(config.out)
@@ -238,28 +370,41 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     keras.utils.set_random_seed(config.seed)
     policy = precision_policy(config.precision)
     strategy = make_strategy(config.strategy)
-    caption_ids, caption_counts = encode_captions(train_records, vocab, config.max_length)
-    batches = EpochBatches(
-        training_inputs(train_records, config.image_size),
-        caption_ids,
-        caption_counts,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        bucketing=config.bucketing,
-    )
     with dtype_policy(policy), strategy.scope():
         model = build_model(config, len(vocab))
         log(f"model: {model.count_params():,} parameters, grid {model.grid_size}, {policy}")
+        val_features = None
+        if not model.train_encoder and config.feature_cache:
+            lookup, train_records, val_features = feature_inputs(
+                model, config, train_records, val_records, log, verbose
+            )
+        else:
+            lookup, train_records = image_inputs(train_records, config.image_size)
+        caption_ids, caption_counts = encode_captions(train_records, vocab, config.max_length)
+        batches = EpochBatches(
+            lookup,
+            caption_ids,
+            caption_counts,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            bucketing=config.bucketing,
+            captions_per_image=config.captions_per_image,
+        )
         optimizer, schedule = make_optimizer(config, batches.steps_per_epoch, policy)
         model.compile(optimizer=optimizer)
         step = TrainStep(model, optimizer, strategy, config.clip_norm, config.jit_compile)
-        validation = ValidationCallback(vocab, val_records, run_dir, log)
+        selector = ModelSelector(config.select_metric, config.early_stopping_patience)
+        validation = ValidationCallback(vocab, val_records, run_dir, log, selector, val_features)
         plot = CurvesPlotCallback(run_dir / CURVES_FILE)
         callbacks = [validation, plot]
         stateful = {"validation": validation, "plot": plot}
         if config.lr_schedule == "plateau":
             plateau = PlateauReducer(
-                schedule, factor=config.plateau_factor, patience=config.plateau_patience, log=log
+                schedule,
+                factor=config.plateau_factor,
+                patience=config.plateau_patience,
+                log=log,
+                monitor=f"val_{config.select_metric}",
             )
             callbacks.append(plateau)
             stateful["plateau"] = plateau
@@ -272,8 +417,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
                 snapshots = None
                 if val_records:
                     shown = image_dataset(val_records[:ATTENTION_SNAPSHOTS], config.image_size)
-                    images = np.stack([image.numpy() for image in shown])
-                    snapshots = AttentionSnapshots(model, vocab, images)
+                    images = [image.numpy() for _, image in shown]
+                    if images:
+                        snapshots = AttentionSnapshots(model, vocab, np.stack(images))
                 callbacks.append(
                     TensorBoardCallback(run_dir / "tensorboard", epoch_images=snapshots)
                 )

@@ -1,32 +1,8 @@
-import os
-
 import keras
 import numpy as np
 import pytest
 
-from captioner.checkpoint import CheckpointStore, atomic_write
-
-
-def test_atomic_write_replaces_the_file(tmp_path):
-    path = tmp_path / "f.bin"
-    atomic_write(path, b"old")
-    atomic_write(path, b"new")
-    assert path.read_bytes() == b"new"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
-
-
-def test_a_crash_while_writing_keeps_the_previous_file(tmp_path, monkeypatch):
-    path = tmp_path / "f.bin"
-    atomic_write(path, b"previous")
-
-    def crash(*args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write(path, b"half")
-    assert path.read_bytes() == b"previous"
-    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temporary left over
+from captioner.checkpoint import CheckpointStore
 
 
 def _variables(seed):

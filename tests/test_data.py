@@ -1,7 +1,6 @@
-import numpy as np
 import pytest
 
-from captioner.data import encode_captions, load_karpathy, select_split, training_dataset
+from captioner.data import encode_captions, load_karpathy, select_split
 from captioner.vocab import Vocabulary
 from tests.helpers import write_karpathy
 
@@ -49,20 +48,3 @@ def test_encode_captions_adds_start_end_and_truncates(tmp_path):
     assert ids.shape == (6, 2, 4)
     assert counts.tolist() == [2] * 6
     assert ids[0, 0].tolist() == [vocab.start_id, *vocab.encode(["a", "dog"]), vocab.end_id]
-
-
-def test_training_batches_shapes_and_one_step_shift(tmp_path):
-    records = select_split(load_karpathy(write_karpathy(tmp_path)), "train")
-    vocab = Vocabulary.build(c for r in records for c in r.captions)
-    ds = training_dataset(records, vocab, image_size=32, max_length=5, batch_size=2, seed=1)
-    batches = list(ds)
-    assert [b[1].shape[0] for b in batches] == [2, 1]  # every image once per epoch
-    (images, caption_in), caption_out = batches[0]
-    assert images.shape == (2, 32, 32, 3) and images.dtype.name == "uint8"
-    assert caption_in.shape == caption_out.shape == (2, 6)
-    caption_in, caption_out = caption_in.numpy(), caption_out.numpy()
-    assert np.all(caption_in[:, 0] == vocab.start_id)
-    # the target at step t is the input at step t + 1
-    np.testing.assert_array_equal(caption_in[:, 1:], caption_out[:, :-1])
-    lengths = (caption_out != 0).sum(axis=1)
-    assert np.all(caption_out[np.arange(2), lengths - 1] == vocab.end_id)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from captioner.batching import EpochBatches, array_lookup
+from captioner.batching import EpochBatches, array_lookup, memmap_lookup
 from captioner.checkpoint import CheckpointStore
 from captioner.distribute import make_strategy
 from captioner.model import CaptioningModel
@@ -26,15 +26,39 @@ def data():
     return images, ids
 
 
-def make_trainer(tmp_path, epochs=2, callbacks=(), checkpoint_steps=2, bucketing=False):
+def make_trainer(
+    tmp_path, epochs=2, callbacks=(), checkpoint_steps=2, bucketing=False, cached=False
+):
+    """A tiny run on images, or (`cached`) on a frozen encoder's cached features with 3
+    captions per image (every image has 2: one all-padding row each)."""
     keras.utils.set_random_seed(0)
     model = CaptioningModel(
-        V, image_size=SIZE, embed_dim=8, units=16, attention_dim=8, max_length=7, dropout=0.3
+        V,
+        image_size=SIZE,
+        embed_dim=8,
+        units=16,
+        attention_dim=8,
+        max_length=7,
+        dropout=0.3,
+        train_encoder=not cached,
+        feature_dim=6 if cached else 0,
     )
     model.build()
     images, ids = data()
+    if cached:
+        path = tmp_path.parent / f"{tmp_path.name}-features.npy"
+        np.save(path, keras.ops.convert_to_numpy(model.grid_features(images)).astype("float16"))
+        lookup = memmap_lookup(np.load(path, mmap_mode="r"))
+    else:
+        lookup = array_lookup(images)
     batches = EpochBatches(
-        array_lookup(images), ids, np.full(N, 2), batch_size=8, seed=3, bucketing=bucketing
+        lookup,
+        ids,
+        np.full(N, 2),
+        batch_size=8,
+        seed=3,
+        bucketing=bucketing,
+        captions_per_image=3 if cached else 1,
     )
     schedule = WarmupSchedule(3e-3, warmup_steps=2, decay_steps=epochs * batches.steps_per_epoch)
     optimizer = keras.optimizers.Adam(schedule)
@@ -68,17 +92,22 @@ def weights(model):
     return [w.numpy().copy() for w in model.weights]
 
 
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
-    whole = make_trainer(tmp_path / "whole")
+@pytest.mark.parametrize("cached", [False, True], ids=["images", "cached-features"])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path, cached):
+    whole = make_trainer(tmp_path / "whole", cached=cached)
     whole.fit()
     assert whole.global_step == 6 and whole.epoch == 2
+    if cached:
+        assert whole.sums["captions"] == 0  # reset at the epoch end
 
     box = []
-    first = make_trainer(tmp_path / "parts", callbacks=[StopAfter(box, 4)])
+    first = make_trainer(tmp_path / "parts", callbacks=[StopAfter(box, 4)], cached=cached)
     box.append(first)
     with pytest.raises(TrainingInterrupted, match="epoch 2, batch 1"):
         first.fit()  # mid-epoch: 3 batches per epoch
-    resumed = make_trainer(tmp_path / "parts")
+    if cached:  # 8 images of 2 real captions (and one padding row) per batch
+        assert first.sums["captions"] == 16
+    resumed = make_trainer(tmp_path / "parts", cached=cached)
     assert resumed.restore()
     assert (resumed.epoch, resumed.batch, resumed.global_step) == (1, 1, 4)
     resumed.fit()
@@ -86,7 +115,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tmp_path):
     for a, b in zip(weights(whole.model), weights(resumed.model)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # the finished run's checkpoint says so
-    again = make_trainer(tmp_path / "parts")
+    again = make_trainer(tmp_path / "parts", cached=cached)
     assert again.restore() and again.epoch == 2
 
 

@@ -8,7 +8,7 @@ from captioner.checkpoint import CHECKPOINT_FILE
 from captioner.config import TrainConfig
 from captioner.distribute import make_strategy
 from captioner.inference import CONFIG_FILE
-from captioner.model import CaptioningModel
+from captioner.model import CaptioningModel, caption_loss
 from captioner.train_step import TrainStep
 from captioner.training import check_resumable, dtype_policy, precision_policy
 
@@ -50,3 +50,26 @@ def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
     assert all(w.dtype == "float32" for w in model.trainable_weights)
     assert all(np.isfinite(v) for v in losses.values())
     assert losses["loss"] > 0
+
+
+def test_step_on_several_captions_per_image_reports_the_flat_loss():
+    rng = np.random.default_rng(1)
+    model = CaptioningModel(
+        9, image_size=32, embed_dim=8, units=16, attention_dim=8, dropout=0.0, train_encoder=False
+    )
+    model.build()
+    features = model.grid_features(rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8))
+    sequences = rng.integers(1, 9, (2, 3, 6)).astype(np.int32)  # (B, C, T + 1)
+    sequences[1, 2] = 0  # an image with 2 captions: one all-padding row
+    targets = sequences[..., 1:]
+    outputs = model((features, sequences[..., :-1]))
+    _, cross_entropy, penalty = caption_loss(targets, outputs["logits"], outputs["alphas"])
+    step = TrainStep(model, keras.optimizers.Adam(1e-3), make_strategy("default"))
+    losses = step(((features, sequences[..., :-1]), targets))
+    np.testing.assert_allclose(losses["xent"], float(cross_entropy), rtol=1e-5)
+    np.testing.assert_allclose(losses["penalty"], float(penalty), rtol=1e-5)
+    # the padding row counts nowhere: the penalty is the mean over the 5 real captions
+    flat = targets.reshape(6, -1)[:5]
+    alphas = keras.ops.convert_to_numpy(outputs["alphas"])[:5]
+    coverage = (alphas * (flat != 0)[..., None]).sum(axis=1)
+    np.testing.assert_allclose(losses["penalty"], ((1 - coverage) ** 2).sum(-1).mean(), rtol=1e-5)
