@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from captioner import synth
 from captioner.coco_metrics import COCO_METRICS
 from captioner.config import TrainConfig
 from captioner.data import (
@@ -28,7 +29,6 @@ from captioner.files import atomic_path, write_json_atomic
 from captioner.inference import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
 from captioner.model import CaptioningModel
 from captioner.selection import ModelSelector, check_select_metric
-from captioner.synth import generate_dataset
 from captioner.vocab import Vocabulary
 
 HISTORY_FILE = "history.json"
@@ -39,10 +39,13 @@ def resolve_dataset(config: TrainConfig, log: Callable[[str], None] = print) -> 
     if config.data is not None:
         return Path(config.data)
     path = Path(config.synthetic_dir) / "dataset.json"
-    if not path.is_file():
+    current = synth.is_current(path)
+    if path.is_file() and not current:
+        log(f"{path}: made by an older version of the generator; making it again")
+    if not current:
         log(f"generating the synthetic dataset in {config.synthetic_dir} (once) ...")
         started = time.perf_counter()
-        generate_dataset(config.synthetic_dir)
+        synth.generate_dataset(config.synthetic_dir)
         log(f"  done in {time.perf_counter() - started:.1f}s")
     return path
 
