@@ -55,9 +55,7 @@ def evaluate_split(
     metrics = score_captions(records, captions)
     metrics.update(
         split=split,
-        decoding="greedy",
-        beam_size=1,
-        max_length=captioner.max_length,
+        **captioner.settings,
         num_images=len(records),
         num_references=sum(len(r.captions) for r in records),
         seconds=round(time.perf_counter() - started, 2),
