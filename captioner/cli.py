@@ -51,6 +51,37 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser, default_beam: int) -> None:
+    parser.add_argument(
+        "--beam-size",
+        type=_positive_int,
+        default=default_beam,
+        help=f"beam width, 1 for greedy decoding (default: {default_beam})",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        help="rank beams by log-probability / length ** this (default: 0, the plain sum)",
+    )
+    parser.add_argument("--suppress-unk", action="store_true", help="never generate <unk>")
+
+
+def _decoding_options(args) -> dict:
+    return {
+        "beam_size": args.beam_size,
+        "length_penalty": args.length_penalty,
+        "suppress_unk": args.suppress_unk,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captioner", description="Show, Attend and Tell image captioning."
@@ -77,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--attention-dir", help="write attention maps (PNG and .npz) here")
     caption.add_argument("--attention-format", choices=("png", "npz", "both"), default="both")
     caption.add_argument("--batch-size", type=int, default=32)
+    _add_decoding_options(caption, default_beam=3)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split")
     evaluate.add_argument("--model", required=True, help="run directory of a trained model")
@@ -85,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--out", help="output folder (default: RUN_DIR/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    _add_decoding_options(evaluate, default_beam=1)
+
+    export = commands.add_parser("export", help="export a model as a SavedModel and TFLite")
+    export.add_argument("--model", required=True, help="run directory of a trained model")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--format", choices=("savedmodel", "tflite", "both"), default="both")
+    _add_decoding_options(export, default_beam=3)
     return parser
 
 
@@ -117,11 +156,11 @@ def run_train(args) -> int:
     return EXIT_OK
 
 
-def _load_captioner(run_dir: str):
+def _load_captioner(run_dir: str, **options):
     from captioner.inference import Captioner
 
     try:
-        return Captioner.from_run_dir(run_dir)
+        return Captioner.from_run_dir(run_dir, **options)
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from error
 
@@ -130,7 +169,7 @@ def run_caption(args) -> int:
     from captioner.captioning import caption_files
     from captioner.images import expand_inputs
 
-    captioner = _load_captioner(args.model)
+    captioner = _load_captioner(args.model, **_decoding_options(args))
     paths = expand_inputs(args.inputs)
     formats = ("png", "npz") if args.attention_format == "both" else (args.attention_format,)
     failed = 0
@@ -157,7 +196,7 @@ def run_evaluate(args) -> int:
     from captioner.evaluation import evaluate_split
     from captioner.metrics import format_table
 
-    captioner = _load_captioner(args.model)
+    captioner = _load_captioner(args.model, **_decoding_options(args))
     run_dir = Path(args.model)
     config = TrainConfig.load(run_dir / "config.json")
     data = args.data or config.data or str(Path(config.synthetic_dir) / "dataset.json")
@@ -181,11 +220,22 @@ def run_evaluate(args) -> int:
     return EXIT_OK
 
 
+def run_export(args) -> int:
+    from captioner.export import export_model
+
+    captioner = _load_captioner(args.model, **_decoding_options(args))
+    formats = ("savedmodel", "tflite") if args.format == "both" else (args.format,)
+    for path in export_model(captioner, args.out, formats=formats):
+        print(path)
+    return EXIT_OK
+
+
 COMMANDS = {
     "synth": run_synth,
     "train": run_train,
     "caption": run_caption,
     "evaluate": run_evaluate,
+    "export": run_export,
 }
 
 

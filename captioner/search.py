@@ -8,12 +8,15 @@ compiled with `tf.function` around the step function.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 from keras import ops
 
 NEG_INF = -1e9
+# Beam search's score of impossible hypotheses. Finite, because the TFLite converter turns
+# -inf into the lowest float, which would then pass for a real score; real scores (sums of
+# log-probabilities) stay far above half of it.
+IMPOSSIBLE = -1e30
 
 
 def _log_probs(logits, banned_ids: Sequence[int], banned_value: float = NEG_INF):
@@ -60,7 +63,10 @@ def greedy_search(
         logits, state, alpha, beta = outputs
         finished = carry["finished"]
         log_probs = _log_probs(logits, banned_ids)
-        best = ops.cast(ops.argmax(log_probs, axis=-1), "int32")  # (B,)
+        # top_k, not argmax: ties go to the lower id, as in beam search, and it converts to
+        # TFLite (Keras' argmax does not).
+        _, best = ops.top_k(log_probs, 1)
+        best = ops.cast(best[:, 0], "int32")  # (B,)
         tokens = ops.where(finished, pad_id, best)
         going = ops.logical_not(finished)[:, None]
         # The buffers are (B, 1, T, ...) so that the beam search's writer applies.
@@ -175,7 +181,7 @@ def beam_search(
     def advance(t, outputs, carry):
         """Search bookkeeping after step t, given the step function's outputs."""
         logits, state, alpha, beta = outputs
-        log_probs = _log_probs(logits, banned_ids, -math.inf)  # (B * K, V)
+        log_probs = _log_probs(logits, banned_ids, IMPOSSIBLE)  # (B * K, V)
         vocab_size = ops.shape(log_probs)[-1]
         log_probs = ops.reshape(log_probs, (batch, k, vocab_size))
         alive_alphas = _write_at(carry["alive_alphas"], t, ops.reshape(alpha, (batch, k, -1)))
@@ -187,7 +193,7 @@ def beam_search(
         _, top = ops.top_k(ops.reshape(total, (batch, k * vocab_size)), k)  # (B, K)
         end_of_beam = ops.arange(k) * vocab_size + end_id  # (K,) indices into K * V
         end_in_top = ops.any(ops.equal(top[:, None, :], end_of_beam[None, :, None]), axis=-1)
-        end_score = ops.where(end_in_top, total[:, :, end_id], -math.inf)  # (B, K)
+        end_score = ops.where(end_in_top, total[:, :, end_id], IMPOSSIBLE)  # (B, K)
         length = ops.cast(t + 1, "float32")
         end_rank = end_score / ops.power(length, length_penalty)
         done_rank, keep = ops.top_k(ops.concatenate([carry["done_rank"], end_rank], 1), k)
@@ -198,10 +204,10 @@ def beam_search(
 
         # The live beams go on with their K best extensions other than <end>.
         is_end = ops.arange(vocab_size) == end_id
-        going_on = ops.where(is_end[None, None, :], -math.inf, total)
+        going_on = ops.where(is_end[None, None, :], IMPOSSIBLE, total)
         alive_score, best = ops.top_k(ops.reshape(going_on, (batch, k * vocab_size)), k)
         parent = ops.cast(best // vocab_size, "int32")  # (B, K)
-        word = ops.cast(best % vocab_size, "int32")
+        word = ops.cast(best, "int32") - parent * vocab_size
         rows = ops.reshape(parent + flat_offsets, (-1,))  # (B * K,)
         return {
             "tokens": ops.reshape(word, (-1,)),
@@ -231,10 +237,10 @@ def beam_search(
     carry = {
         "tokens": ops.full((batch * k,), start_id, "int32"),
         "state": tuple(_tile_beams(x, k) for x in state),  # every entry (B * K, ...)
-        "alive_score": ops.broadcast_to(ops.where(first, 0.0, -math.inf)[None], (batch, k)),
+        "alive_score": ops.broadcast_to(ops.where(first, 0.0, IMPOSSIBLE)[None], (batch, k)),
         "alive_tokens": tokens,
-        "done_rank": ops.full((batch, k), -math.inf),
-        "done_score": ops.full((batch, k), -math.inf),
+        "done_rank": ops.full((batch, k), IMPOSSIBLE),
+        "done_score": ops.full((batch, k), IMPOSSIBLE),
         "done_length": ops.zeros((batch, k), "int32"),
         "done_tokens": tokens,
     }
@@ -259,9 +265,9 @@ def beam_search(
     )
 
     # The best finished hypothesis (the pool is sorted), else the best live one.
-    any_done = ops.isfinite(carry["done_score"][:, 0])  # (B,)
+    any_done = carry["done_score"][:, 0] > IMPOSSIBLE / 2  # (B,)
     alive_rank = carry["alive_score"] / float(max_length) ** length_penalty
-    best_alive = ops.cast(ops.argmax(alive_rank, axis=1), "int32")[:, None]  # (B, 1)
+    _, best_alive = ops.top_k(alive_rank, 1)  # (B, 1)
 
     def pick(done, alive):
         alive = _gather_beams(alive, best_alive)[:, 0]
