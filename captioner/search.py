@@ -72,7 +72,7 @@ def greedy_search(
         # The buffers are (B, 1, T, ...) so that the beam search's writer applies.
         return {
             "state": state,
-            "tokens": ops.where(finished, pad_id, best),
+            "tokens": tokens,  # the next input; a finished row's words are ignored
             "finished": ops.logical_or(finished, ops.equal(tokens, end_id)),
             "score": carry["score"] + ops.where(finished, 0.0, ops.max(log_probs, axis=-1)),
             "outputs": _write_at(carry["outputs"], t, tokens[:, None]),
@@ -81,8 +81,7 @@ def greedy_search(
         }
 
     def call_step(carry):
-        tokens = ops.where(carry["finished"], end_id, carry["tokens"])  # finished: any word
-        logits, state, alpha, beta = step_fn(tokens, carry["state"])
+        logits, state, alpha, beta = step_fn(carry["tokens"], carry["state"])
         return logits, state, ops.cast(alpha, "float32"), ops.cast(beta, "float32")
 
     carry = {

@@ -210,6 +210,10 @@ def test_usage_errors_exit_2_without_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--epochs", "two"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caption", "--model", str(tmp_path), "--beam-size", "0", "x.png"])
+    assert exit_info.value.code == 2
+    assert "--beam-size: must be at least 1" in capsys.readouterr().err
 
 
 def test_script_wrappers_call_their_subcommand(monkeypatch, capsys):
