@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from captioner.data import resize_image
-from captioner.images import ImageLoadError, load_image
+from captioner.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from captioner.inference import Caption, Captioner
 from captioner.visualize import save_attention
 
@@ -44,10 +44,12 @@ def caption_files(
     batch_size: int = 32,
     attention_dir: str | Path | None = None,
     attention_formats: Sequence[str] = ("png", "npz"),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Iterator[FileResult]:
     """Captions image files batch by batch, yielding one result per path in order.
 
     A file that cannot be read gives a result with `error` set; the others go on.
+    Images with more than `max_pixels` pixels are refused before decoding.
     """
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
@@ -55,7 +57,7 @@ def caption_files(
         results = [FileResult(path) for path in chunk]
         for i, path in enumerate(chunk):
             try:
-                originals[i] = load_image(path)
+                originals[i] = load_image(path, max_pixels)
             except ImageLoadError as error:
                 results[i].error = str(error)
         if originals:

@@ -11,21 +11,33 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+from captioner.errors import CaptionerError  # noqa: E402  (no TensorFlow import)
+from captioner.images import DEFAULT_MAX_PIXELS  # noqa: E402
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 TRAIN_HELP = {
     "data": "Karpathy-format dataset JSON (default: the built-in synthetic dataset)",
     "images": "root folder of the dataset's images (default: the JSON's folder)",
     "synthetic_dir": "where the synthetic dataset is generated and reused",
+    "skip_missing": "train without the dataset's missing image files (default: refuse)",
     "out": "run directory",
-    "encoder": "encoder name: small_cnn or a keras.applications backbone (e.g. resnet50)",
-    "encoder_weights": "encoder weights: imagenet (needs internet) or a local weights file",
+    "encoder": "encoder name: small_cnn, an offline ImageNet encoder (efficientnet_lite0/1/2, "
+    "mobilenet_v2_tv) or a keras.applications backbone (e.g. resnet50)",
+    "encoder_weights": "encoder weights: imagenet (offline for efficientnet_lite*/mobilenet_v2_tv; "
+    "keras.applications backbones need internet or the Keras cache) or a local weights file",
     "train_encoder": "train the encoder's weights (default: only for small_cnn)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
     "penalty_weight": "lambda of the doubly stochastic attention penalty",
     "min_count": "keep words seen at least this often in the training captions",
     "max_length": "longest caption in words (longer ones are truncated)",
     "val_images": "validation images scored after every epoch",
+    "feature_cache": "folder of the frozen encoder's cached features ('' for none)",
+    "captions_per_image": "captions decoded per image in a batch; the image is encoded once",
+    "select_metric": "free-running validation metric that picks the best epoch: bleu1-4, "
+    "object_accuracy, pointing_accuracy, or meteor/rouge_l/cider with the coco extra",
+    "early_stopping_patience": "stop after this many epochs without a better validation "
+    "score (0: never)",
 }
 
 
@@ -108,7 +120,31 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--attention-dir", help="write attention maps (PNG and .npz) here")
     caption.add_argument("--attention-format", choices=("png", "npz", "both"), default="both")
     caption.add_argument("--batch-size", type=int, default=32)
+    caption.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse images with more pixels (decompression bombs; default: %(default)s)",
+    )
     _add_decoding_options(caption, default_beam=3)
+
+    classify = commands.add_parser(
+        "classify", help="top ImageNet classes of images (checks an encoder's offline weights)"
+    )
+    classify.add_argument("inputs", nargs="+", help="image files, directories or glob patterns")
+    classify.add_argument(
+        "--encoder",
+        default="efficientnet_lite2",
+        help="an encoder with offline ImageNet weights: efficientnet_lite0, efficientnet_lite1, "
+        "efficientnet_lite2 or mobilenet_v2_tv (default: efficientnet_lite2)",
+    )
+    classify.add_argument(
+        "--weights", default="imagenet", help="imagenet (offline package) or a .pth file"
+    )
+    classify.add_argument("--image-size", type=int, help="input side (default: the encoder's)")
+    classify.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    classify.add_argument("--format", choices=("text", "json"), default="text")
+    classify.add_argument("--batch-size", type=int, default=16)
 
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split")
     evaluate.add_argument("--model", required=True, help="run directory of a trained model")
@@ -117,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--out", help="output folder (default: RUN_DIR/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--coco-metrics",
+        default="meteor,rouge_l,cider,spice",
+        help="comma-separated pycocoevalcap metrics to compute, or 'none' "
+        "(default: meteor,rouge_l,cider,spice; needs the coco extra)",
+    )
+    evaluate.add_argument(
+        "--coco-tokenizer",
+        choices=("ptb", "captioner"),
+        default="ptb",
+        help="tokens for the pycocoevalcap scorers: its PTB tokenizer (Java) or ours",
+    )
+    evaluate.add_argument(
+        "--skip-missing", action="store_true", help="score without missing image files"
+    )
     _add_decoding_options(evaluate, default_beam=1)
 
     export = commands.add_parser("export", help="export a model as a SavedModel and TFLite")
@@ -156,13 +207,15 @@ def run_train(args) -> int:
     return EXIT_OK
 
 
+def _warn(line: str) -> None:
+    print(f"captioner: warning: {line}", file=sys.stderr)
+
+
 def _load_captioner(run_dir: str, **options):
     from captioner.inference import Captioner
 
-    try:
-        return Captioner.from_run_dir(run_dir, **options)
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(str(error)) from error
+    # RunDirectoryError: reported by main(). `options`: the decoding settings.
+    return Captioner.from_run_dir(run_dir, **options)
 
 
 def run_caption(args) -> int:
@@ -179,6 +232,7 @@ def run_caption(args) -> int:
         batch_size=args.batch_size,
         attention_dir=args.attention_dir,
         attention_formats=formats,
+        max_pixels=args.max_pixels,
     ):
         if result.error is not None:
             failed += 1
@@ -190,23 +244,57 @@ def run_caption(args) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def run_classify(args) -> int:
+    from captioner.classification import classify_files
+    from captioner.encoders import OFFLINE_ENCODERS, build_encoder
+    from captioner.images import expand_inputs
+
+    if args.encoder not in OFFLINE_ENCODERS:
+        raise UsageError(
+            f"classify needs an encoder with an ImageNet head; choose from "
+            f"{', '.join(OFFLINE_ENCODERS)} (not {args.encoder!r})"
+        )
+    if args.top_k < 1 or args.top_k > 1000 or args.batch_size < 1:
+        raise UsageError("--top-k must be in 1..1000 and --batch-size at least 1")
+    classifier = build_encoder(args.encoder, args.image_size, args.weights, include_top=True)
+    failed = 0
+    paths = expand_inputs(args.inputs)
+    for result in classify_files(classifier, paths, top_k=args.top_k, batch_size=args.batch_size):
+        if result.error is not None:
+            failed += 1
+            print(f"captioner: {result.error}", file=sys.stderr)
+        elif args.format == "json":
+            print(json.dumps(result.to_json()), flush=True)
+        else:
+            lines = [f"  {p:.4f}  {c.names}" for c, p in result.top]
+            print("\n".join([f"{result.path}:", *lines]), flush=True)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
-    from captioner.data import load_karpathy, select_split
-    from captioner.evaluation import evaluate_split
-    from captioner.metrics import format_table
+    from captioner.data import check_image_files, load_karpathy, select_split
+    from captioner.evaluation import ALL_COCO_METRICS, evaluate_split
+    from captioner.metrics import format_report
 
-    captioner = _load_captioner(args.model, **_decoding_options(args))
     run_dir = Path(args.model)
     config = TrainConfig.load(run_dir / "config.json")
     data = args.data or config.data or str(Path(config.synthetic_dir) / "dataset.json")
     images = args.images if args.data else (args.images or config.images)
     if not Path(data).is_file():
         raise UsageError(f"{data}: no such dataset file")
-    records = [r for r in select_split(load_karpathy(data, images), args.split) if r.captions]
+    records = load_karpathy(data, images, warn=_warn)
+    records = [r for r in select_split(records, args.split) if r.captions]
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")
+    records = check_image_files(records, source=data, skip_missing=args.skip_missing, warn=_warn)
+    # After the dataset checks: they are faster.
+    captioner = _load_captioner(args.model, **_decoding_options(args))
     out = Path(args.out) if args.out else run_dir / args.split
+    coco = [m.strip() for m in args.coco_metrics.split(",") if m.strip() not in ("", "none")]
+    unknown = sorted(set(coco) - set(ALL_COCO_METRICS))
+    if unknown:
+        raise UsageError(f"unknown --coco-metrics {unknown}; choose from {ALL_COCO_METRICS}")
     metrics = evaluate_split(
         captioner,
         records,
@@ -214,10 +302,13 @@ def run_evaluate(args) -> int:
         out_dir=out,
         batch_size=args.batch_size,
         extra={"model": str(run_dir), "dataset": str(data)},
+        coco_metrics=coco,
+        tokenizer=args.coco_tokenizer,
+        on_error=lambda message: print(f"captioner: {message}", file=sys.stderr),
     )
-    print(format_table(metrics))
+    print(format_report(metrics))
     print(f"written to {out}")
-    return EXIT_OK
+    return EXIT_SOME_FAILED if metrics["num_unreadable_images"] else EXIT_OK
 
 
 def run_export(args) -> int:
@@ -234,6 +325,7 @@ COMMANDS = {
     "synth": run_synth,
     "train": run_train,
     "caption": run_caption,
+    "classify": run_classify,
     "evaluate": run_evaluate,
     "export": run_export,
 }
@@ -243,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, FileNotFoundError, ValueError, json.JSONDecodeError) as error:
+    except (UsageError, CaptionerError, OSError, ValueError) as error:
+        # User errors (bad files, full disks, wrong arguments): one line; --debug re-raises.
         if args.debug:
             raise
         print(f"captioner: error: {error}", file=sys.stderr)

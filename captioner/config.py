@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
+
+from captioner.errors import RunDirectoryError
+from captioner.files import read_json, write_json_atomic
 
 CONFIG_VERSION = 1
 
@@ -21,6 +23,9 @@ class TrainConfig:
     data: str | None = None
     images: str | None = None
     synthetic_dir: str = "data/synthetic"
+    # Where a frozen encoder's features are cached ("" turns the cache off).
+    feature_cache: str = "data/feature_cache"
+    skip_missing: bool = False  # train without missing image files instead of refusing
     out: str = "runs/synthetic"
 
     # Model.
@@ -28,6 +33,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     train_encoder: bool | None = None  # None: train small CNNs, freeze pretrained backbones
     image_size: int = 128
+    feature_dim: int = 0  # > 0: project the encoder's features to this depth first
     embed_dim: int = 64
     units: int = 256
     attention_dim: int = 128
@@ -46,27 +52,38 @@ class TrainConfig:
 
     # Optimisation.
     epochs: int = 8
-    batch_size: int = 32
+    batch_size: int = 32  # images per batch
+    captions_per_image: int = 1  # captions decoded per image and batch (encoded once)
     learning_rate: float = 1e-3
     clip_norm: float = 5.0
     seed: int = 0
     jit_compile: bool = False
 
-    # Validation: free-running (greedy) BLEU-4 after every epoch on at most this many images.
+    # Validation: free-running (greedy) scores after every epoch on at most this many images;
+    # the best epoch by `select_metric` is kept (cider etc. need the coco extra), and training
+    # stops after `early_stopping_patience` epochs without improvement (0: never).
     val_images: int = 500
+    select_metric: str = "bleu4"
+    early_stopping_patience: int = 0
 
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
-        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(path, data)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        version = data.pop("config_version", None)
+        """Reads a saved config; a broken or incompatible file raises `RunDirectoryError`."""
+        data = read_json(path, RunDirectoryError)
+        if not isinstance(data, dict) or "config_version" not in data:
+            raise RunDirectoryError(f"{path}: not a captioner run config (no config_version)")
+        version = data.pop("config_version")
         if version != CONFIG_VERSION:
-            raise ValueError(f"{path}: config version {version!r}, expected {CONFIG_VERSION}")
+            raise RunDirectoryError(
+                f"{path}: run written with config version {version!r}, this captioner reads "
+                f"version {CONFIG_VERSION}; train the model again with this version"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}")
+            raise RunDirectoryError(f"{path}: unknown settings {unknown}")
         return cls(**data)

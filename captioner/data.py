@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from captioner.dataset_problems import EXAMPLES_SHOWN, DatasetProblems
+from captioner.errors import DatasetError
+from captioner.files import read_json
+from captioner.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from captioner.text import tokenize
 from captioner.vocab import Vocabulary
 
@@ -30,45 +35,166 @@ class ImageRecord:
 
 
 def load_karpathy(
-    json_path: str | Path, images_root: str | Path | None = None
+    json_path: str | Path,
+    images_root: str | Path | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[ImageRecord]:
     """Reads a Karpathy split file (COCO, Flickr8k/30k or the synthetic dataset).
+
+    Entries that cannot be used are dropped and reported through `warn`, one line per
+    kind of problem with its count and the first few examples: malformed entries, unknown
+    split names, duplicate images (the first entry is kept), empty or whitespace-only
+    captions, captions that are not valid Unicode. Images without captions are kept (the
+    callers skip them) and reported.
 
     Args:
         json_path: the dataset JSON.
         images_root: the folder that `filepath/filename` are relative to; defaults to the
             JSON's folder.
+        warn: receives the problem lines (default: printed on stderr).
+
+    Raises:
+        DatasetError: the file is missing, not UTF-8, not valid JSON (line and column are
+            named), not a Karpathy split file, or has no usable image.
     """
     json_path = Path(json_path)
     root = Path(images_root) if images_root is not None else json_path.parent
-    with json_path.open(encoding="utf-8") as f:
-        data = json.load(f)
+    data = read_json(json_path, DatasetError)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{json_path}: not a Karpathy split file (no 'images' list)")
+        raise DatasetError(f"{json_path}: not a Karpathy split file (no 'images' list)")
+    problems = DatasetProblems(json_path)
     records = []
+    seen: set[Path] = set()
     for index, entry in enumerate(data["images"]):
-        try:
-            filename = entry["filename"]
-            split = entry["split"]
-            sentences = entry["sentences"]
-        except KeyError as missing:
-            raise ValueError(f"{json_path}: image #{index} has no {missing} field") from None
-        if split not in SPLITS:
-            raise ValueError(f"{json_path}: image #{index} has unknown split {split!r}")
-        captions = [
-            [w.lower() for w in s["tokens"]] if s.get("tokens") else tokenize(s.get("raw", ""))
-            for s in sentences
-        ]
-        records.append(
-            ImageRecord(
-                image_id=int(entry.get("cocoid", entry.get("imgid", index))),
-                path=root / entry.get("filepath", "") / filename,
-                split=split,
-                captions=[c for c in captions if c],
-                objects=entry.get("objects"),
+        record = _read_entry(entry, index, root, problems)
+        if record is None:
+            continue
+        if record.path in seen:
+            problems.add("duplicate image entries (the first kept)", _where(entry, index))
+            continue
+        seen.add(record.path)
+        if not record.captions:
+            problems.add(
+                "images without captions (not used for training or scoring)", _where(entry, index)
             )
-        )
+        records.append(record)
+    if not records:
+        summary = "; ".join(line.split(": ", 1)[1] for line in problems.lines())
+        raise DatasetError(f"{json_path}: no usable images" + (f" ({summary})" if summary else ""))
+    problems.report(warn or _print_warning)
     return records
+
+
+def _print_warning(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def _where(entry: object, index: int) -> str:
+    name = entry.get("filename") if isinstance(entry, dict) else None
+    return f"#{index} {name}" if isinstance(name, str) else f"#{index}"
+
+
+def _read_entry(
+    entry: object, index: int, root: Path, problems: DatasetProblems
+) -> ImageRecord | None:
+    """One image entry as a record, or None (and the problem counted) if it is unusable."""
+    where = _where(entry, index)
+    if not isinstance(entry, dict):
+        problems.add("entries that are not JSON objects (dropped)", where)
+        return None
+    filename, filepath = entry.get("filename"), entry.get("filepath", "")
+    if not isinstance(filename, str) or not filename.strip() or not isinstance(filepath, str):
+        problems.add("entries without a valid 'filename' (dropped)", where)
+        return None
+    split = entry.get("split")
+    if split not in SPLITS:
+        problems.add(f"images with unknown split {split!r} (dropped)", where)
+        return None
+    sentences = entry.get("sentences", [])
+    if not isinstance(sentences, list):
+        problems.add("entries whose 'sentences' is not a list (dropped)", where)
+        return None
+    captions = []
+    for number, sentence in enumerate(sentences):
+        tokens = _caption_tokens(sentence)
+        if tokens is None:
+            problems.add("malformed captions (dropped)", f"{where} caption {number}")
+        elif any(_is_invalid_unicode(t) for t in tokens):
+            problems.add(
+                "captions that are not valid Unicode (dropped)", f"{where} caption {number}"
+            )
+        elif not tokens:
+            problems.add("empty or whitespace-only captions (dropped)", f"{where} caption {number}")
+        else:
+            captions.append(tokens)
+    image_id = entry.get("cocoid", entry.get("imgid", index))
+    if isinstance(image_id, bool) or not isinstance(image_id, int):
+        problems.add("entries with a non-integer id (their position used)", where)
+        image_id = index
+    objects = entry.get("objects")
+    return ImageRecord(
+        image_id=image_id,
+        path=root / filepath / filename,
+        split=split,
+        captions=captions,
+        objects=objects if isinstance(objects, list) else None,
+    )
+
+
+def _caption_tokens(sentence: object) -> list[str] | None:
+    """A caption's lower-cased tokens (the raw text tokenised if none); None if malformed."""
+    if not isinstance(sentence, dict):
+        return None
+    tokens, raw = sentence.get("tokens"), sentence.get("raw", "")
+    if tokens:
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            return None
+        return [t.strip().lower() for t in tokens if t.strip()]
+    if not isinstance(raw, str):
+        return None
+    return tokenize(raw)
+
+
+def _is_invalid_unicode(text: str) -> bool:
+    # JSON escapes can hold lone surrogates ("\ud800"), which no UTF-8 file can store.
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def check_image_files(
+    records: Sequence[ImageRecord],
+    *,
+    source: str | Path,
+    skip_missing: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[ImageRecord]:
+    """The records whose image file exists; missing ones refused, or skipped with a warning.
+
+    Raises:
+        DatasetError: some image files are missing and `skip_missing` is False; the message
+            says how many, names the first few and the way out.
+    """
+    missing = [r for r in records if not r.path.is_file()]
+    if not missing:
+        return list(records)
+    shown = ", ".join(str(r.path) for r in missing[:EXAMPLES_SHOWN])
+    more = ", ..." if len(missing) > EXAMPLES_SHOWN else ""
+    counted = f"{len(missing)} of {len(records)} image files are missing: {shown}{more}"
+    if not skip_missing:
+        raise DatasetError(
+            f"{source}: {counted}; check the images folder (--images) or skip them with "
+            "--skip-missing"
+        )
+    (warn or _print_warning)(f"{source}: {counted} (skipped)")
+    kept = [r for r in records if r.path.is_file()]
+    if not kept:
+        raise DatasetError(f"{source}: none of the {len(records)} image files exists")
+    return kept
+
+
+def count_long_captions(records: Sequence[ImageRecord], max_length: int) -> tuple[int, int]:
+    """(captions longer than `max_length` words, all captions) of the records."""
+    lengths = [len(c) for r in records for c in r.captions]
+    return sum(n > max_length for n in lengths), len(lengths)
 
 
 def select_split(records: Sequence[ImageRecord], split: str) -> list[ImageRecord]:
@@ -106,20 +232,53 @@ def resize_image(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
 
 
-def read_image(path: tf.Tensor, size: int) -> tf.Tensor:
-    """Reads and decodes an image file (JPEG, PNG, GIF, BMP) to (size, size, 3) uint8."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return resize_image(image, size)
-
-
 def _should_cache(num_images: int, image_size: int, limit_bytes: float = 2e9) -> bool:
     return num_images * image_size * image_size * 3 <= limit_bytes
 
 
-def image_dataset(records: Sequence[ImageRecord], image_size: int) -> tf.data.Dataset:
-    """Decoded, resized images (size, size, 3) uint8 in record order."""
-    paths = tf.data.Dataset.from_tensor_slices([str(r.path) for r in records])
-    return paths.map(lambda p: read_image(p, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+def image_dataset(
+    records: Sequence[ImageRecord],
+    image_size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    on_error: Callable[[str], None] | None = None,
+) -> tf.data.Dataset:
+    """`(index, image)` pairs in record order: the record's position and its (size, size, 3)
+    uint8 image.
+
+    Images are decoded by `captioner.images.load_image`, the loader `captioner caption`
+    uses, so training, evaluation and captioning read every file the same way. An image
+    that cannot be read is left out (its index is missing) and its error message is passed
+    to `on_error` once (default: a warning on stderr); the pipeline goes on.
+    """
+    report = on_error or _print_warning
+    reported: set[str] = set()
+
+    def load(path: bytes) -> tuple[np.ndarray, bool]:
+        try:
+            return load_image(os.fsdecode(path), max_pixels), True
+        except ImageLoadError as error:
+            if error.args[0] not in reported:
+                reported.add(error.args[0])
+                report(f"{error} (skipped)")
+            return np.zeros((1, 1, 3), np.uint8), False
+
+    def decode(index, path):
+        image, ok = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
+        image.set_shape((None, None, 3))
+        ok.set_shape(())
+        return index, resize_image(image, image_size), ok
+
+    def readable(index, image, ok):
+        return ok
+
+    def without_flag(index, image, ok):
+        return index, image
+
+    paths = [os.fsencode(str(r.path)) for r in records]
+    ds = tf.data.Dataset.from_tensor_slices((tf.range(len(records), dtype=tf.int32), paths))
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.filter(readable).map(without_flag)
 
 
 def training_dataset(
@@ -130,27 +289,82 @@ def training_dataset(
     max_length: int,
     batch_size: int,
     seed: int = 0,
+    captions_per_image: int = 1,
+    features: np.ndarray | None = None,
+    feature_rows: Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """Teacher-forcing batches `((images, caption_in), caption_out)`.
 
-    Every epoch visits each image once, in a new shuffled order, with one of its
-    captions drawn at random. `caption_in` is `<start> w1 … wn` and `caption_out` the same
-    sequence shifted by one step, `w1 … wn <end>`; both are padded with 0 to
-    `max_length + 1` steps. Images are (B, size, size, 3) uint8.
+    Every epoch visits each image once, in a new shuffled order, with
+    `captions_per_image` of its captions drawn at random (without repetition; an image
+    with fewer captions gets all-padding rows, which the loss ignores). `caption_in` is
+    `<start> w1 … wn` and `caption_out` the same sequence shifted by one step,
+    `w1 … wn <end>`; both are padded with 0 to `max_length + 1` steps, shape (B, T) for one
+    caption per image and (B, C, T) for several.
+
+    Args:
+        features: the cached encoder output of every record, (N, L, D) (a memory-mapped
+            array is fine). Batches then carry these instead of the images, which are
+            otherwise decoded and resized to (B, size, size, 3) uint8.
+        feature_rows: the row of `features` of every record (default: the same index).
     """
     ids, counts = encode_captions(records, vocab, max_length)
-    images = image_dataset(records, image_size)
-    if _should_cache(len(records), image_size):
-        images = images.cache()
-    captions = tf.data.Dataset.from_tensor_slices((ids, counts))
-    ds = tf.data.Dataset.zip(images, captions)
+    if ids.shape[1] < captions_per_image:
+        ids = np.pad(ids, ((0, 0), (0, captions_per_image - ids.shape[1]), (0, 0)))
+    ids_table = tf.constant(ids)
+    counts_table = tf.constant(counts)
+    num_slots = ids.shape[1]
+
+    def pick(index, draw):
+        # Real captions first, in random order, then the empty slots.
+        index = tf.cast(index, tf.int64)
+        noise = tf.random.stateless_uniform([num_slots], seed=tf.stack([draw, index]))
+        empty = tf.cast(tf.range(num_slots) >= counts_table[index], tf.float32)
+        chosen = tf.gather(ids_table[index], tf.argsort(noise + 2.0 * empty)[:captions_per_image])
+        if captions_per_image == 1:
+            chosen = chosen[0]
+        return index, chosen[..., :-1], chosen[..., 1:]
+
+    if features is None:
+        # Unreadable images are left out by image_dataset: captions are matched by index.
+        ds = image_dataset(records, image_size).map(lambda index, image: (image, index))
+        if _should_cache(len(records), image_size):
+            # Decode every image now, into the cache: the count of readable images then
+            # gives the pipeline a known length (Keras warns about unknown lengths).
+            ds = ds.cache()
+            readable = int(ds.reduce(0, lambda count, example: count + 1))
+            ds = ds.apply(tf.data.experimental.assert_cardinality(readable))
+    else:
+        ds = tf.data.Dataset.range(len(records))
     ds = ds.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if features is None:
+        ds = tf.data.Dataset.zip(ds, draws).map(
+            lambda example, draw: (example[0], *pick(example[1], draw)[1:]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        ds = ds.batch(batch_size)
+    else:
+        ds = tf.data.Dataset.zip(ds, draws).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
+        gather = _gatherer(features, feature_rows)
+        ds = ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda inputs, caption_in, caption_out: ((inputs, caption_in), caption_out))
+    return ds.prefetch(tf.data.AUTOTUNE)
 
-    def pick(example, draw):
-        (image, (caption_ids, count)) = example
-        sequence = caption_ids[tf.cast(draw % tf.cast(count, tf.int64), tf.int32)]
-        return (image, sequence[:-1]), sequence[1:]
 
-    ds = tf.data.Dataset.zip(ds, draws).map(pick, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+def _gatherer(features: np.ndarray, rows: Sequence[int] | None):
+    """A `tf.data` map function replacing a batch's record indices by their features."""
+    dtype = tf.as_dtype(features.dtype)
+    shape = features.shape[1:]
+    rows = None if rows is None else np.asarray(rows)
+
+    def gather(indices):
+        indices = np.asarray(indices)
+        return np.asarray(features[indices if rows is None else rows[indices]])
+
+    def replace(indices, caption_in, caption_out):
+        batch = tf.numpy_function(gather, [indices], dtype, stateful=False)
+        batch.set_shape((None, *shape))
+        return batch, caption_in, caption_out
+
+    return replace

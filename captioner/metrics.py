@@ -202,6 +202,8 @@ def _flatten(name: str, value: object, rows: list[tuple[str, str]]) -> None:
                     _flatten(f"{name}[{n}]", v, rows)
             else:
                 _flatten(f"{name}[{key}]" if name else str(key), sub, rows)
+    elif value is None:
+        rows.append((name, "-"))
     elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         rows.append((name, f"{value:.2f}"))
     else:
@@ -212,7 +214,8 @@ def format_table(metrics: Mapping) -> str:
     """Formats a (possibly nested) metric dict as a two-column plain-text table.
 
     Nested dicts are flattened as ``parent[key]``; an ``overall`` entry takes its parent's
-    name and ``by_count`` entries appear as ``parent[n]``. Floats get two decimals.
+    name and ``by_count`` entries appear as ``parent[n]``. Floats get two decimals, None
+    (not computed) a dash.
 
     Args:
         metrics: Metric name -> value (number, string or nested dict).
@@ -228,3 +231,11 @@ def format_table(metrics: Mapping) -> str:
     lines = [f"{n:<{w_name}}  {v:>{w_val}}" for n, v in rows]
     lines.insert(1, f"{'-' * w_name}  {'-' * w_val}")
     return "\n".join(lines)
+
+
+def format_report(metrics: Mapping) -> str:
+    """The metric table of :func:`format_table`, then one line per metric that was not
+    computed (the ``not_computed`` entry: metric -> reason)."""
+    reasons = metrics.get("not_computed") or {}
+    table = format_table({k: v for k, v in metrics.items() if k != "not_computed"})
+    return "\n".join([table, *(f"{name}: {reason}" for name, reason in reasons.items())])

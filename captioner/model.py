@@ -7,13 +7,15 @@ from keras import ops
 
 from captioner.decoder import AttentionDecoder
 from captioner.encoders import build_encoder
+from captioner.encoders.coordinates import append_coordinates
 
 
 def caption_loss(targets, logits, alphas, penalty_weight=1.0):
     """Masked cross-entropy plus the doubly stochastic attention penalty.
 
     Args:
-        targets: (B, T) ids, 0 on padding.
+        targets: (B, T) ids, 0 on padding; or (B, C, T), C captions per image, flattened
+            to the order of the logits' rows.
         logits: (B, T, V).
         alphas: (B, T, L) attention weights.
         penalty_weight: lambda.
@@ -22,6 +24,7 @@ def caption_loss(targets, logits, alphas, penalty_weight=1.0):
         (total, cross_entropy, penalty): cross-entropy is the mean over real tokens only;
         penalty = mean_b sum_i (1 - sum_t alpha_ti)^2 with t over real steps only.
     """
+    targets = ops.reshape(targets, (-1, ops.shape(targets)[-1]))  # (B, C, T) -> (B·C, T)
     mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
     logits = ops.cast(logits, "float32")
     token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
@@ -42,6 +45,11 @@ def _serialize_encoder(encoder):
 class CaptioningModel(keras.Model):
     """Image (B, S, S, 3) uint8 + previous words (B, T) -> next-word logits and attention.
 
+    Inputs are `(images, caption_in)`. In training, `images` may instead be the cached
+    output of `grid_features` (B, L, D), so that a frozen encoder runs once per image and
+    not every epoch, and `caption_in` may hold C captions per image (B, C, T): the image is
+    encoded once and its annotations shared by its C captions (logits then have B·C rows).
+
     Args:
         vocab_size: V.
         encoder: an encoder name (see `captioner.encoders.ENCODERS`), or a serialized
@@ -51,6 +59,11 @@ class CaptioningModel(keras.Model):
             saved model carries its weights and its config says None.
         train_encoder: whether the encoder's weights are trained.
         penalty_weight: lambda of the doubly stochastic penalty (0 for the ablation).
+        feature_dim: if > 0, the encoder's features are first projected to this depth by a
+            trained linear map (a 1x1 convolution on the grid): it keeps the decoder small
+            on top of wide frozen backbones (1280 channels).
+        grid_coordinates: append every cell's (x, y) to its features (see
+            `append_coordinates`).
         max_length: the longest caption (words) the model is trained for and generates.
         **decoder_options: `AttentionDecoder` arguments (embed_dim, units, ...).
     """
@@ -63,6 +76,8 @@ class CaptioningModel(keras.Model):
         encoder_weights=None,
         train_encoder=True,
         penalty_weight=1.0,
+        feature_dim=0,
+        grid_coordinates=True,
         max_length=20,
         embed_dim=64,
         units=256,
@@ -76,12 +91,17 @@ class CaptioningModel(keras.Model):
         self.image_size = image_size
         self.train_encoder = train_encoder
         self.penalty_weight = penalty_weight
+        self.feature_dim = feature_dim
+        self.grid_coordinates = grid_coordinates
         self.max_length = max_length
         if isinstance(encoder, dict):
             self.encoder = keras.saving.deserialize_keras_object(encoder)
         else:
             self.encoder = build_encoder(encoder, image_size, encoder_weights)
         self.encoder.trainable = train_encoder
+        self.projection = (
+            keras.layers.Dense(feature_dim, name="projection") if feature_dim else None
+        )
         self.decoder = AttentionDecoder(
             vocab_size,
             embed_dim=embed_dim,
@@ -94,11 +114,33 @@ class CaptioningModel(keras.Model):
         self.cross_entropy_tracker = keras.metrics.Mean(name="xent")
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
 
-    def encode(self, images, training=False):
-        """(B, S, S, 3) uint8 images -> (B, L, D) annotations and the grid (gh, gw)."""
+    def grid_features(self, images, training=False):
+        """(B, S, S, 3) uint8 images -> the encoder's grid, flattened: (B, L, D_encoder).
+
+        This is what the feature cache stores for a frozen encoder.
+        """
         features = self.encoder(images, training=training and self.train_encoder)
         _, height, width, depth = features.shape
-        return ops.reshape(features, (-1, height * width, depth)), (height, width)
+        return ops.reshape(features, (-1, height * width, depth))
+
+    def annotate(self, features, grid=None):
+        """(B, L, D_encoder) grid features -> (B, L, D) annotations for the decoder.
+
+        `grid` is (gh, gw) with gh·gw = L; by default the grid of `image_size` inputs.
+        """
+        x = ops.cast(features, self.compute_dtype)
+        if self.projection is not None:
+            x = self.projection(x)
+        if self.grid_coordinates:
+            height, width = grid or self.grid_size
+            x = append_coordinates(ops.reshape(x, (-1, height, width, x.shape[-1])))
+            x = ops.reshape(x, (-1, height * width, x.shape[-1]))
+        return x
+
+    def encode(self, images, training=False):
+        """(B, S, S, 3) uint8 images -> (B, L, D) annotations and the grid (gh, gw)."""
+        grid = self.encoder.compute_output_shape(tuple(images.shape))[1:3]
+        return self.annotate(self.grid_features(images, training=training), grid), grid
 
     @property
     def grid_size(self):
@@ -107,7 +149,13 @@ class CaptioningModel(keras.Model):
 
     def call(self, inputs, training=False):
         images, caption_in = inputs
-        annotations, _ = self.encode(images, training=training)
+        if len(images.shape) == 3:  # cached grid features
+            annotations = self.annotate(images)
+        else:
+            annotations, _ = self.encode(images, training=training)
+        if len(caption_in.shape) == 3:  # (B, C, T): C captions per image
+            annotations = ops.repeat(annotations, caption_in.shape[1], axis=0)  # (B·C, L, D)
+            caption_in = ops.reshape(caption_in, (-1, caption_in.shape[-1]))
         logits, alphas, betas = self.decoder(annotations, caption_in, training=training)
         return {"logits": logits, "alphas": alphas, "betas": betas}
 
@@ -144,6 +192,8 @@ class CaptioningModel(keras.Model):
             encoder_weights=None,
             train_encoder=self.train_encoder,
             penalty_weight=self.penalty_weight,
+            feature_dim=self.feature_dim,
+            grid_coordinates=self.grid_coordinates,
             max_length=self.max_length,
             embed_dim=decoder.embed_dim,
             units=decoder.units,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from captioner.errors import RunDirectoryError
+from captioner.files import read_json, write_json_atomic
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIAL_TOKENS = (PAD, START, END, UNK)
@@ -61,12 +63,18 @@ class Vocabulary:
         return {"itos": self.itos}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=0) + "\n", encoding="utf-8")
+        write_json_atomic(path, self.to_json(), indent=0)
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        itos = data["itos"]
+        """Reads a saved vocabulary; a broken file raises `RunDirectoryError` naming it."""
+        data = read_json(path, RunDirectoryError)
+        itos = data.get("itos") if isinstance(data, dict) else None
+        if not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
+            raise RunDirectoryError(f"{path}: not a captioner vocabulary (no 'itos' word list)")
         if tuple(itos[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(f"{path}: not a captioner vocabulary (bad special tokens)")
-        return cls(itos[len(SPECIAL_TOKENS) :])
+            raise RunDirectoryError(f"{path}: not a captioner vocabulary (bad special tokens)")
+        try:
+            return cls(itos[len(SPECIAL_TOKENS) :])
+        except ValueError as error:
+            raise RunDirectoryError(f"{path}: {error}") from None

@@ -33,3 +33,23 @@ def write_karpathy(root: Path, with_filepath: bool = True, size: int = 40) -> Pa
     path = root / "dataset.json"
     path.write_text(json.dumps({"dataset": "test", "images": images}))
     return path
+
+
+def write_untrained_run(run_dir: Path, image_size: int = 32) -> Path:
+    """A run directory (config, vocabulary, model) holding a tiny untrained model."""
+    from captioner.config import TrainConfig
+    from captioner.model import CaptioningModel
+    from captioner.vocab import Vocabulary
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    vocab = Vocabulary(["a", "red", "blue", "circle", "square"])
+    model = CaptioningModel(
+        len(vocab), image_size=image_size, embed_dim=8, units=16, attention_dim=8, max_length=6
+    )
+    model.build()
+    model.save(run_dir / "model.keras")
+    vocab.save(run_dir / "vocab.json")
+    TrainConfig(image_size=image_size, embed_dim=8, units=16, attention_dim=8, max_length=6).save(
+        run_dir / "config.json"
+    )
+    return run_dir

@@ -1,5 +1,6 @@
 """The command line end to end on a tiny run: synth -> train -> caption -> evaluate."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -190,23 +191,43 @@ def test_exported_saved_model_captions_jpeg_bytes_like_the_cli(run, tmp_path, ca
 def test_evaluate_writes_metrics_predictions_and_per_image(run, tmp_path, capsys):
     data, run_dir = run
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(run_dir), "--out", str(out)]) == 0
-    assert "bleu4" in capsys.readouterr().out
+    # No Java in the fast suite: CIDEr (pure Python) on our tokens, SPICE reported.
+    coco = ["--coco-metrics", "cider,spice", "--coco-tokenizer", "captioner"]
+    assert main(["evaluate", "--model", str(run_dir), "--out", str(out), *coco]) == 0
+    printed = capsys.readouterr().out
+    assert "bleu4" in printed and "pointing_accuracy" in printed
+    assert "spice: not computed" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["num_images"] == 4
     assert metrics["beam_size"] == 1
+    assert metrics["model"] == str(run_dir) and metrics["dataset"].endswith("dataset.json")
+    assert metrics["spice"] is None and "offline" in metrics["not_computed"]["spice"]
+    if importlib.util.find_spec("pycocoevalcap") is None:
+        assert metrics["cider"] is None and "captioner[coco]" in metrics["not_computed"]["cider"]
+    else:
+        assert metrics["cider"] >= 0.0
     for key in ("bleu1", "bleu2", "bleu3", "bleu4", "object_accuracy"):
-        assert 0.0 <= metrics[key] <= 100.0
+        assert 0.0 <= metrics[key] <= 100.0, key
+    # A one-epoch model may name no shape yet: grounding scores are then None ("-").
+    scored = metrics["grounding_scored_words"]
+    for key in ("pointing_accuracy", "attention_in_box", "pointing_chance"):
+        value = metrics[key]
+        assert (value is None) if scored == 0 else (0.0 <= value <= 100.0), key
     predictions = json.loads((out / "predictions.json").read_text())
     assert len(predictions) == 4 and set(predictions[0]) == {"image_id", "caption"}
     rows = [json.loads(x) for x in (out / "per_image.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len(rows[0]["references"]) >= 3
 
 
-def test_usage_errors_exit_2_without_traceback(tmp_path, capsys):
+def test_usage_errors_exit_2_without_traceback(run, tmp_path, capsys):
     assert main(["caption", "--model", str(tmp_path), "x.png"]) == 2
     err = capsys.readouterr().err
     assert "not a run directory" in err and "Traceback" not in err
+    _, run_dir = run
+    assert main(["evaluate", "--model", str(run_dir), "--coco-metrics", "bleurt"]) == 2
+    assert "unknown --coco-metrics ['bleurt']" in capsys.readouterr().err
+    assert main(["train", "--select-metric", "xent", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown selection metric 'xent'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--epochs", "two"])
     assert exit_info.value.code == 2

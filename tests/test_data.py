@@ -66,3 +66,38 @@ def test_training_batches_shapes_and_one_step_shift(tmp_path):
     np.testing.assert_array_equal(caption_in[:, 1:], caption_out[:, :-1])
     lengths = (caption_out != 0).sum(axis=1)
     assert np.all(caption_out[np.arange(2), lengths - 1] == vocab.end_id)
+
+
+def test_several_captions_per_image_without_repetition(tmp_path):
+    records = select_split(load_karpathy(write_karpathy(tmp_path)), "train")
+    records[0].captions.append(["a", "cat", "sits"])  # 3 captions, the others 2
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    ds = training_dataset(
+        records, vocab, image_size=32, max_length=5, batch_size=3, captions_per_image=3
+    )
+    for _ in range(3):  # every epoch draws again
+        (_, caption_in), caption_out = next(iter(ds))
+        assert caption_in.shape == caption_out.shape == (3, 3, 6)
+        real_counts = []
+        for rows in caption_out.numpy():
+            real = [tuple(r) for r in rows if r.any()]
+            assert len(real) == len(set(real))  # no caption twice
+            assert not rows[len(real) :].any()  # empty slots come last
+            real_counts.append(len(real))
+        assert sorted(real_counts) == [2, 2, 3]
+
+
+def test_batches_from_cached_features_follow_the_records(tmp_path):
+    records = select_split(load_karpathy(write_karpathy(tmp_path)), "train")
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    # feature row i is filled with i, so every batch row shows which record it came from
+    features = (np.arange(len(records))[:, None, None] * np.ones((1, 4, 5))).astype(np.float16)
+    ds = training_dataset(
+        records, vocab, image_size=32, max_length=5, batch_size=2, features=features
+    )
+    seen = []
+    for (batch, caption_in), _ in ds:
+        assert batch.shape[1:] == (4, 5) and batch.dtype.name == "float16"
+        seen += [int(v) for v in batch.numpy()[:, 0, 0]]
+        assert caption_in.shape[1] == 6
+    assert sorted(seen) == list(range(len(records)))

@@ -118,3 +118,39 @@ def test_unk_can_be_suppressed(model, images, beam3):
 def test_bad_beam_size_is_refused(model):
     with pytest.raises(ValueError, match="beam size"):
         Captioner(model, Vocabulary(WORDS), beam_size=0)
+
+
+def test_beam_search_from_cached_features_matches_images(model, images, beam3):
+    features = ops.convert_to_numpy(model.grid_features(images))  # (B, L, D), as cached
+    from_images = beam3.caption(images)
+    from_features = beam3.caption_features(features)
+    for expected, got in zip(from_images, from_features, strict=True):
+        assert got.words == expected.words
+        np.testing.assert_allclose(got.score, expected.score, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got.alphas, expected.alphas, atol=1e-5)
+        np.testing.assert_allclose(got.betas, expected.betas, atol=1e-5)
+    # The cache stores float16; other batch sizes reuse the same trace.
+    halves = beam3.caption_features(features[:2].astype(np.float16))
+    assert [c.words for c in halves] == [c.words for c in from_images[:2]]
+    assert beam3._generate_from_features.experimental_get_tracing_count() == 1
+
+
+def test_evaluation_from_features_reports_the_beam_and_its_attention(model, images, beam3):
+    from captioner.data import ImageRecord
+    from captioner.evaluation import evaluate_split, predict_records
+
+    features = ops.convert_to_numpy(model.grid_features(images))
+    # No image files: with cached features the encoder and the image reader are skipped.
+    records = [ImageRecord(i, f"missing{i}.png", "test", [["a"]]) for i in range(len(images))]
+    metrics = evaluate_split(beam3, records, split="test", coco_metrics=(), features=features)
+    assert metrics["decoding"] == "beam" and metrics["beam_size"] == 3
+    assert metrics["num_images"] == len(images) and metrics["num_unreadable_images"] == 0
+    predicted = predict_records(beam3, records, batch_size=2, features=features)
+    out = beam3.generate(images)  # the chosen hypotheses' maps, per generated word
+    gh, gw = model.grid_size
+    for b, caption in enumerate(predicted):
+        n = len(caption.words)
+        assert caption.words == beam3.vocab.decode(out["tokens"][b])
+        np.testing.assert_allclose(
+            caption.alphas, out["alphas"][b, :n].reshape(n, gh, gw), atol=1e-5
+        )

@@ -32,6 +32,43 @@ def test_outputs_have_the_grid_of_the_encoder():
     assert tuple(out["alphas"].shape) == (2, 5, 4)
 
 
+def test_annotations_carry_the_cell_coordinates():
+    model = tiny_model(feature_dim=5)
+    annotations, grid = model.encode(np.zeros((1, 64, 64, 3), np.uint8))
+    assert annotations.shape == (1, 16, 5 + 2)
+    coordinates = ops.convert_to_numpy(annotations)[0, :, -2:].reshape(*grid, 2)  # (4, 4, 2)
+    np.testing.assert_allclose(coordinates[0, :, 0], np.linspace(-1, 1, 4), atol=1e-6)  # x
+    np.testing.assert_allclose(coordinates[:, 0, 1], np.linspace(-1, 1, 4), atol=1e-6)  # y
+
+
+@pytest.mark.parametrize("feature_dim", [0, 6])
+def test_cached_features_give_the_same_outputs_as_images(feature_dim):
+    model = tiny_model(feature_dim=feature_dim)
+    images, caption_in = random_batch()
+    features = model.grid_features(images)  # (B, L, D)
+    from_images = model((images, caption_in))["logits"]
+    from_cache = model((ops.cast(features, "float16"), caption_in))["logits"]
+    np.testing.assert_allclose(from_cache, from_images, atol=2e-2)
+    exact = model((features, caption_in))["logits"]
+    np.testing.assert_allclose(exact, from_images, atol=1e-5)
+
+
+def test_several_captions_per_image_share_its_annotations():
+    model = tiny_model()
+    images, _ = random_batch(batch=2)
+    captions = np.random.default_rng(1).integers(1, V, (2, 3, 5)).astype(np.int32)  # (B, C, T)
+    together = ops.convert_to_numpy(model((images, captions))["logits"])
+    assert together.shape == (6, 5, V)
+    for image in range(2):
+        for slot in range(3):
+            alone = model((images[image : image + 1], captions[image, slot][None]))["logits"]
+            np.testing.assert_allclose(together[image * 3 + slot], alone[0], atol=1e-5)
+    targets = np.random.default_rng(2).integers(0, V, (2, 3, 5))
+    out = model((images, captions))
+    flat = caption_loss(targets.reshape(6, 5), out["logits"], out["alphas"])
+    np.testing.assert_allclose(caption_loss(targets, out["logits"], out["alphas"]), flat)
+
+
 def test_penalty_matches_numpy():
     rng = np.random.default_rng(3)
     targets = np.array([[5, 6, 2, 0, 0], [7, 2, 0, 0, 0]], np.int32)

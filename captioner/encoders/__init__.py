@@ -5,17 +5,48 @@ from __future__ import annotations
 import keras
 
 from captioner.encoders.applications import BACKBONES, ApplicationsEncoder
+from captioner.encoders.efficientnet_lite import EfficientNetLiteEncoder
+from captioner.encoders.mobilenet_v2_tv import TorchvisionMobileNetV2Encoder
 from captioner.encoders.small_cnn import SmallCNN
 
-ENCODERS = ("small_cnn", *BACKBONES)
+# Pretrained encoders whose ImageNet weights ship in pip packages (no download at run time).
+OFFLINE_ENCODERS = (
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "mobilenet_v2_tv",
+)
+ENCODERS = ("small_cnn", *OFFLINE_ENCODERS, *BACKBONES)
 
 
-def build_encoder(name: str, image_size: int, weights: str | None = None) -> keras.layers.Layer:
-    """The encoder called `name` (see `ENCODERS`) for square inputs of `image_size` pixels."""
+def build_encoder(
+    name: str, image_size: int | None, weights: str | None = None, include_top: bool = False
+) -> keras.layers.Layer:
+    """The encoder called `name` (see `ENCODERS`) for square inputs of `image_size` pixels.
+
+    Args:
+        name: the encoder's name.
+        image_size: input side in pixels; None for an offline encoder's native size.
+        weights: None (random), "imagenet" or the path of a local weights file.
+        include_top: give ImageNet logits instead of the grid (offline encoders only).
+    """
+    if include_top and name not in OFFLINE_ENCODERS:
+        raise ValueError(
+            f"{name} has no ImageNet classifier here; use one of {', '.join(OFFLINE_ENCODERS)}"
+        )
     if name == "small_cnn":
         if weights is not None:
             raise ValueError("small_cnn has no pretrained weights; leave --encoder-weights unset")
         return SmallCNN(name="encoder")
+    if name.startswith("efficientnet_lite") and name in OFFLINE_ENCODERS:
+        variant = name.removeprefix("efficientnet_")
+        return EfficientNetLiteEncoder(
+            variant, image_size, weights=weights, include_top=include_top, name="encoder"
+        )
+    if name == "mobilenet_v2_tv":
+        return TorchvisionMobileNetV2Encoder(
+            image_size, weights=weights, include_top=include_top, name="encoder"
+        )
     if name in BACKBONES:
         return ApplicationsEncoder(name, image_size=image_size, weights=weights, name="encoder")
     raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(ENCODERS)}")
@@ -26,4 +57,13 @@ def is_pretrained(name: str) -> bool:
     return name != "small_cnn"
 
 
-__all__ = ["ENCODERS", "ApplicationsEncoder", "SmallCNN", "build_encoder", "is_pretrained"]
+__all__ = [
+    "ENCODERS",
+    "OFFLINE_ENCODERS",
+    "ApplicationsEncoder",
+    "EfficientNetLiteEncoder",
+    "SmallCNN",
+    "TorchvisionMobileNetV2Encoder",
+    "build_encoder",
+    "is_pretrained",
+]

@@ -1,0 +1,81 @@
+"""The tf.data pipelines read images with the captioning loader and skip unreadable ones."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from captioner.cli import main
+from captioner.data import (
+    ImageRecord,
+    image_dataset,
+    load_karpathy,
+    resize_image,
+    training_dataset,
+)
+from captioner.images import load_image
+from captioner.vocab import Vocabulary
+from tests.helpers import write_karpathy
+from tests.image_corpus import write_valid_images
+
+
+def test_pipeline_images_equal_the_captioning_loader(tmp_path):
+    paths = list(write_valid_images(tmp_path))  # 16-bit, CMYK, EXIF, alpha, animations, ...
+    records = [ImageRecord(i, p, "test", [["x"]]) for i, p in enumerate(paths)]
+    pairs = list(image_dataset(records, 24).as_numpy_iterator())
+    assert [int(index) for index, _ in pairs] == list(range(len(paths)))
+    for (_, image), path in zip(pairs, paths):
+        np.testing.assert_array_equal(image, resize_image(load_image(path), 24).numpy())
+
+
+def test_unreadable_images_are_left_out_and_reported_once(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("<html></html>")
+    records = [ImageRecord(i, p, "train", [["x"]]) for i, p in enumerate([bad, good, bad])]
+    messages = []
+    ds = image_dataset(records, 8, on_error=messages.append)
+    assert [int(i) for i, _ in ds.as_numpy_iterator()] == [1]
+    assert messages == [f"{bad}: not an image file (it is an HTML page) (skipped)"]
+
+
+def test_training_batches_keep_captions_with_their_images(tmp_path, capsys):
+    # Image k is filled with the value 10 * k and captioned with the word "wk".
+    records = []
+    for k in range(6):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(np.full((8, 8, 3), 10 * k, np.uint8)).save(path)
+        records.append(ImageRecord(k, path, "train", [[f"w{k}"]]))
+    records[2].path.write_bytes(b"")  # unreadable: its caption must not shift onto others
+    records[4].path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    vocab = Vocabulary.build(c for r in records for c in r.captions)
+    ds = training_dataset(records, vocab, image_size=8, max_length=3, batch_size=4, seed=0)
+    assert int(ds.cardinality()) == 1  # 4 readable images, decoded once into the cache
+    for record in records:
+        record.path.unlink()  # the cache holds them
+    for epoch in range(2):
+        seen = {}
+        for (images, caption_in), _ in ds.as_numpy_iterator():
+            for image, caption in zip(images, caption_in):
+                seen[int(image[0, 0, 0]) // 10] = vocab.decode(caption)
+        assert seen == {k: [f"w{k}"] for k in (0, 1, 3, 5)}, epoch
+    warnings = capsys.readouterr().err.splitlines()
+    assert sorted(warnings) == [
+        f"warning: {records[2].path}: empty file (0 bytes) (skipped)",
+        f"warning: {records[4].path}: cannot decode image (a damaged PNG file) (skipped)",
+    ]
+
+
+def test_evaluate_names_unreadable_images_and_exits_1(untrained_run, tmp_path, capsys):
+    path = write_karpathy(tmp_path, size=32)
+    broken = tmp_path / "imgs" / "im5.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated test image
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--model", str(untrained_run), "--data", str(path), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"captioner: {broken}: cannot decode image" in err and "Traceback" not in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 1 and metrics["num_unreadable_images"] == 1
+    assert len(load_karpathy(path)) == 6  # the dataset itself is fine
