@@ -4,7 +4,9 @@ Prints captions/s for greedy and beam 3 and 5 at batch 1 and 64, for two configu
 
 - `main`: the main job's model (small_cnn at 128 px, 8x8 grid, LSTM 256, its 33-word
   vocabulary, 20 words + <end>), from cached encoder features and end to end from JPEG files
-  (reading, resizing, encoding, decoding and building the per-word attention maps);
+  (reading, resizing, encoding, decoding and building the per-word attention maps, as
+  `caption_files` does; it reads the next batch while decoding the current one, which
+  shows from `--images 128` on, two batches of 64);
 - `scale`: 13 steps, LSTM 512, embedding and attention 512, a 7x7x1280 grid and 10,000 words,
   from cached features.
 
@@ -15,6 +17,7 @@ the usual one: one image at a time, its K beams as a batch of K rows through the
 compiled decoder step, the bookkeeping in NumPy, beams dropping out as they reach <end>.
 
     PYTHONPATH=. python benchmarks/decode_speed.py [--config main scale] [--images 64] [--xla]
+        [--beams 1 3 5] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from captioner.captioning import caption_files  # noqa: E402
-from captioner.data import resize_image  # noqa: E402
+from captioner.data import resize_images  # noqa: E402
 from captioner.decoder import AttentionDecoder  # noqa: E402
 from captioner.images import load_image  # noqa: E402
 from captioner.inference import Captioner  # noqa: E402
@@ -133,14 +136,16 @@ def rate(run, count: int, repeats: int = 3) -> float:
     return count / best
 
 
-def feature_rows(decoder, length, depth, attention_dim, max_steps, images, vocab_size, xla):
+def feature_rows(
+    decoder, length, depth, attention_dim, max_steps, images, vocab_size, xla, beams, repeats
+):
     """Captions/s from cached features: [(search, batch, captions/s)]."""
     rng = np.random.default_rng(0)
     features = rng.normal(size=(max(BATCHES), length, depth)).astype(np.float32)
     rows = []
     step = compiled_step(decoder, length, depth, attention_dim)
     initial = tf.function(decoder.initial_state)
-    for k in BEAMS:
+    for k in beams:
         for batch in BATCHES:
             search = batched_search(decoder, length, depth, max_steps, k, xla)
             chunk = tf.constant(features[:batch])
@@ -150,7 +155,7 @@ def feature_rows(decoder, length, depth, attention_dim, max_steps, images, vocab
                 for _ in range(calls):
                     search(chunk)
 
-            rows.append((k, f"batched, batch {batch}", rate(batched, calls * batch)))
+            rows.append((k, f"batched, batch {batch}", rate(batched, calls * batch, repeats)))
         count = min(images, PER_IMAGE_COUNT)
 
         def per_image(k=k, count=count):
@@ -158,7 +163,7 @@ def feature_rows(decoder, length, depth, attention_dim, max_steps, images, vocab
                 state = initial(tf.constant(features[i : i + 1]))
                 per_image_beam_search(step, state, k, max_steps, vocab_size)
 
-        rows.append((k, "per image", rate(per_image, count)))
+        rows.append((k, "per image", rate(per_image, count, repeats)))
     return rows
 
 
@@ -174,11 +179,13 @@ def write_jpegs(folder: Path, count: int, size: int) -> list[Path]:
     return paths
 
 
-def file_rows(model: CaptioningModel, vocab: Vocabulary, images: int, xla: bool):
+def file_rows(
+    model: CaptioningModel, vocab: Vocabulary, images: int, xla: bool, beams, repeats: int
+):
     """Captions/s end to end from JPEG files: [(search, batch, captions/s)]."""
     rows = []
     gh, gw = model.grid_size
-    depth = model.encoder.compute_output_shape((None, model.image_size, model.image_size, 3))[-1]
+    depth = annotation_depth(model)
     decoder = model.decoder
     step = compiled_step(decoder, gh * gw, depth, decoder.attention_dim)
     encode = tf.function(
@@ -187,7 +194,7 @@ def file_rows(model: CaptioningModel, vocab: Vocabulary, images: int, xla: bool)
     )
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_jpegs(Path(tmp), max(images, max(BATCHES)), model.image_size)
-        for k in BEAMS:
+        for k in beams:
             captioner = Captioner(model, vocab, beam_size=k, jit_compile=xla)
             for batch in BATCHES:
                 chosen = (
@@ -200,20 +207,27 @@ def file_rows(model: CaptioningModel, vocab: Vocabulary, images: int, xla: bool)
                     for _ in caption_files(captioner, chosen, batch_size=batch):
                         pass
 
-                rows.append((k, f"batched, batch {batch}", rate(batched, len(chosen))))
+                rows.append((k, f"batched, batch {batch}", rate(batched, len(chosen), repeats)))
             count = min(images, PER_IMAGE_COUNT)
 
             def per_image(k=k, count=count):
                 for path in paths[:count]:
-                    pixels = resize_image(load_image(path), model.image_size).numpy()
-                    state = encode(pixels[None])
+                    # The same compiled resize as caption_files, for one image.
+                    pixels = resize_images([load_image(path)], model.image_size)
+                    state = encode(pixels)
                     per_image_beam_search(step, state, k, model.max_length + 1, model.vocab_size)
 
-            rows.append((k, "per image", rate(per_image, count)))
+            rows.append((k, "per image", rate(per_image, count, repeats)))
     return rows
 
 
-def print_table(title: str, rows) -> None:
+def annotation_depth(model: CaptioningModel) -> int:
+    """D of the decoder's annotations: the encoder's depth plus the grid coordinates."""
+    images = np.zeros((1, model.image_size, model.image_size, 3), np.uint8)
+    return int(model.encode(images)[0].shape[-1])
+
+
+def print_table(title: str, rows, beams) -> None:
     print(f"\n{title}\n")
     print("| search | decoding | captions/s |")
     print("|---|---|---:|")
@@ -221,7 +235,7 @@ def print_table(title: str, rows) -> None:
         name = "greedy" if k == 1 else f"beam {k}"
         print(f"| {name} | {how} | {value:.1f} |")
     by_k = {(k, how): v for k, how, v in rows}
-    for k in BEAMS:
+    for k in beams:
         speedup = by_k[(k, f"batched, batch {max(BATCHES)}")] / by_k[(k, "per image")]
         print(f"\nbeam {k}: batched at batch {max(BATCHES)} is {speedup:.1f}x the per-image loop")
 
@@ -231,22 +245,35 @@ def main() -> None:
     parser.add_argument("--config", nargs="+", choices=("main", "scale"), default=["main", "scale"])
     parser.add_argument("--images", type=int, default=64, help="captions per batched measure")
     parser.add_argument("--xla", action="store_true", help="compile the batched searches with XLA")
+    parser.add_argument(
+        "--beams", type=int, nargs="+", default=BEAMS, help="beam sizes (1: greedy; default: 1 3 5)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats, the best kept")
     args = parser.parse_args()
+    tuning = (args.beams, args.repeats)
     keras.utils.set_random_seed(0)
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, XLA {args.xla}")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, XLA {args.xla}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     if "main" in args.config:
         vocab = Vocabulary([f"w{i}" for i in range(29)])
         model = CaptioningModel(len(vocab), image_size=128, max_length=20)
         model.build()
         never_end(model.decoder)
         gh, gw = model.grid_size
-        depth = model.encoder.compute_output_shape((None, 128, 128, 3))[-1]
+        depth = annotation_depth(model)
         print_table(
             f"main: cached features ({gh}x{gw}x{depth} grid, LSTM 256, V {len(vocab)}, 21 steps)",
-            feature_rows(model.decoder, gh * gw, depth, 128, 21, args.images, len(vocab), args.xla),
+            feature_rows(
+                model.decoder, gh * gw, depth, 128, 21, args.images, len(vocab), args.xla, *tuning
+            ),
+            args.beams,
         )
         print_table(
-            "main: end to end from JPEG files", file_rows(model, vocab, args.images, args.xla)
+            "main: end to end from JPEG files",
+            file_rows(model, vocab, args.images, args.xla, *tuning),
+            args.beams,
         )
     if "scale" in args.config:
         vocab_size, length, depth = 10_000, 49, 1280
@@ -255,8 +282,12 @@ def main() -> None:
         never_end(decoder)
         print_table(
             "scale: cached features (7x7x1280 grid, LSTM 512, V 10000, 13 steps)",
-            feature_rows(decoder, length, depth, 512, 13, args.images, vocab_size, args.xla),
+            feature_rows(
+                decoder, length, depth, 512, 13, args.images, vocab_size, args.xla, *tuning
+            ),
+            args.beams,
         )
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
