@@ -125,15 +125,21 @@ def batched_search(
     return tf.function(search, input_signature=signature, jit_compile=xla)
 
 
-def rate(run, count: int, repeats: int = 3) -> float:
-    """Captions/s of `run()` producing `count` captions, best of `repeats` after a warm-up."""
-    run()
-    best = np.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
+def interleaved_rates(runs: dict, repeats: int) -> dict:
+    """Captions/s of every `run()` in `runs` ({name: (run, captions)}), best of `repeats`.
+
+    After a warm-up of each, every repeat times all the runs one after the other, so that a
+    change of load on a shared machine hits the compared runs alike.
+    """
+    for run, _ in runs.values():
         run()
-        best = min(best, time.perf_counter() - started)
-    return count / best
+    best = {name: np.inf for name in runs}
+    for _ in range(repeats):
+        for name, (run, _) in runs.items():
+            started = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: count / best[name] for name, (_, count) in runs.items()}
 
 
 def feature_rows(
@@ -146,6 +152,7 @@ def feature_rows(
     step = compiled_step(decoder, length, depth, attention_dim)
     initial = tf.function(decoder.initial_state)
     for k in beams:
+        runs = {}
         for batch in BATCHES:
             search = batched_search(decoder, length, depth, max_steps, k, xla)
             chunk = tf.constant(features[:batch])
@@ -155,7 +162,7 @@ def feature_rows(
                 for _ in range(calls):
                     search(chunk)
 
-            rows.append((k, f"batched, batch {batch}", rate(batched, calls * batch, repeats)))
+            runs[f"batched, batch {batch}"] = (batched, calls * batch)
         count = min(images, PER_IMAGE_COUNT)
 
         def per_image(k=k, count=count):
@@ -163,7 +170,8 @@ def feature_rows(
                 state = initial(tf.constant(features[i : i + 1]))
                 per_image_beam_search(step, state, k, max_steps, vocab_size)
 
-        rows.append((k, "per image", rate(per_image, count, repeats)))
+        runs["per image"] = (per_image, count)
+        rows += [(k, how, value) for how, value in interleaved_rates(runs, repeats).items()]
     return rows
 
 
@@ -196,6 +204,7 @@ def file_rows(
         paths = write_jpegs(Path(tmp), max(images, max(BATCHES)), model.image_size)
         for k in beams:
             captioner = Captioner(model, vocab, beam_size=k, jit_compile=xla)
+            runs = {}
             for batch in BATCHES:
                 chosen = (
                     paths[: max(batch, images)]
@@ -207,7 +216,7 @@ def file_rows(
                     for _ in caption_files(captioner, chosen, batch_size=batch):
                         pass
 
-                rows.append((k, f"batched, batch {batch}", rate(batched, len(chosen), repeats)))
+                runs[f"batched, batch {batch}"] = (batched, len(chosen))
             count = min(images, PER_IMAGE_COUNT)
 
             def per_image(k=k, count=count):
@@ -217,7 +226,8 @@ def file_rows(
                     state = encode(pixels)
                     per_image_beam_search(step, state, k, model.max_length + 1, model.vocab_size)
 
-            rows.append((k, "per image", rate(per_image, count, repeats)))
+            runs["per image"] = (per_image, count)
+            rows += [(k, how, value) for how, value in interleaved_rates(runs, repeats).items()]
     return rows
 
 
