@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from captioner.data import resize_image
+from captioner.data import resize_images
 from captioner.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from captioner.inference import Caption, Captioner
 from captioner.visualize import save_attention
@@ -37,6 +38,22 @@ class FileResult:
         return row
 
 
+def _read_batch(
+    paths: Sequence[Path], size: int, max_pixels: int
+) -> tuple[dict[int, np.ndarray], dict[int, str], np.ndarray | None]:
+    """Loads and resizes a batch of files: (originals by position, errors by position,
+    (N, size, size, 3) uint8 pixels of the readable ones in position order, or None)."""
+    originals: dict[int, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            originals[i] = load_image(path, max_pixels)
+        except ImageLoadError as error:
+            errors[i] = str(error)
+    pixels = resize_images(list(originals.values()), size) if originals else None
+    return originals, errors, pixels
+
+
 def caption_files(
     captioner: Captioner,
     paths: Sequence[Path],
@@ -49,31 +66,34 @@ def caption_files(
     """Captions image files batch by batch, yielding one result per path in order.
 
     A file that cannot be read gives a result with `error` set; the others go on.
-    Images with more than `max_pixels` pixels are refused before decoding.
+    Images with more than `max_pixels` pixels are refused before decoding. The next batch
+    is read and resized in a background thread while the current one is captioned.
     """
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        originals: dict[int, np.ndarray] = {}
-        results = [FileResult(path) for path in chunk]
-        for i, path in enumerate(chunk):
-            try:
-                originals[i] = load_image(path, max_pixels)
-            except ImageLoadError as error:
-                results[i].error = str(error)
-        if originals:
-            batch = np.stack(
-                [resize_image(img, captioner.image_size).numpy() for img in originals.values()]
-            )
-            for i, caption in zip(originals, captioner.caption(batch)):
-                results[i].caption = caption
-                if attention_dir is not None:
-                    stem = Path(attention_dir) / f"{start + i:05d}_{chunk[i].stem}"
-                    results[i].attention_files = save_attention(
-                        stem,
-                        originals[i],
-                        caption.words,
-                        caption.alphas,
-                        caption.betas,
-                        formats=attention_formats,
-                    )
-        yield from results
+    starts = range(0, len(paths), batch_size)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+
+        def read(start: int) -> Future:
+            chunk = paths[start : start + batch_size]
+            return reader.submit(_read_batch, chunk, captioner.image_size, max_pixels)
+
+        pending = read(starts[0]) if starts else None
+        for start in starts:
+            originals, errors, pixels = pending.result()
+            if start + batch_size < len(paths):
+                pending = read(start + batch_size)
+            chunk = paths[start : start + batch_size]
+            results = [FileResult(path, error=errors.get(i)) for i, path in enumerate(chunk)]
+            if originals:
+                for i, caption in zip(originals, captioner.caption(pixels)):
+                    results[i].caption = caption
+                    if attention_dir is not None:
+                        stem = Path(attention_dir) / f"{start + i:05d}_{chunk[i].stem}"
+                        results[i].attention_files = save_attention(
+                            stem,
+                            originals[i],
+                            caption.words,
+                            caption.alphas,
+                            caption.betas,
+                            formats=attention_formats,
+                        )
+            yield from results

@@ -74,6 +74,37 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_decoding_options(parser: argparse.ArgumentParser, default_beam: int) -> None:
+    parser.add_argument(
+        "--beam-size",
+        type=_positive_int,
+        default=default_beam,
+        help=f"beam width, 1 for greedy decoding (default: {default_beam})",
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        help="rank beams by log-probability / length ** this (default: 0, the plain sum)",
+    )
+    parser.add_argument("--suppress-unk", action="store_true", help="never generate <unk>")
+
+
+def _decoding_options(args) -> dict:
+    return {
+        "beam_size": args.beam_size,
+        "length_penalty": args.length_penalty,
+        "suppress_unk": args.suppress_unk,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captioner", description="Show, Attend and Tell image captioning."
@@ -106,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help="refuse images with more pixels (decompression bombs; default: %(default)s)",
     )
+    _add_decoding_options(caption, default_beam=3)
 
     classify = commands.add_parser(
         "classify", help="top ImageNet classes of images (checks an encoder's offline weights)"
@@ -147,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--skip-missing", action="store_true", help="score without missing image files"
     )
+    _add_decoding_options(evaluate, default_beam=1)
+
+    export = commands.add_parser("export", help="export a model as a SavedModel and TFLite")
+    export.add_argument("--model", required=True, help="run directory of a trained model")
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--format", choices=("savedmodel", "tflite", "both"), default="both")
+    _add_decoding_options(export, default_beam=3)
     return parser
 
 
@@ -191,17 +230,18 @@ def _warn(line: str) -> None:
     print(f"captioner: warning: {line}", file=sys.stderr)
 
 
-def _load_captioner(run_dir: str):
+def _load_captioner(run_dir: str, **options):
     from captioner.inference import Captioner
 
-    return Captioner.from_run_dir(run_dir)  # RunDirectoryError: reported by main()
+    # RunDirectoryError: reported by main(). `options`: the decoding settings.
+    return Captioner.from_run_dir(run_dir, **options)
 
 
 def run_caption(args) -> int:
     from captioner.captioning import caption_files
     from captioner.images import expand_inputs
 
-    captioner = _load_captioner(args.model)
+    captioner = _load_captioner(args.model, **_decoding_options(args))
     paths = expand_inputs(args.inputs)
     formats = ("png", "npz") if args.attention_format == "both" else (args.attention_format,)
     failed = 0
@@ -267,7 +307,8 @@ def run_evaluate(args) -> int:
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")
     records = check_image_files(records, source=data, skip_missing=args.skip_missing, warn=_warn)
-    captioner = _load_captioner(args.model)  # after the dataset checks: they are faster
+    # After the dataset checks: they are faster.
+    captioner = _load_captioner(args.model, **_decoding_options(args))
     out = Path(args.out) if args.out else run_dir / args.split
     coco = [m.strip() for m in args.coco_metrics.split(",") if m.strip() not in ("", "none")]
     unknown = sorted(set(coco) - set(ALL_COCO_METRICS))
@@ -289,12 +330,23 @@ def run_evaluate(args) -> int:
     return EXIT_SOME_FAILED if metrics["num_unreadable_images"] else EXIT_OK
 
 
+def run_export(args) -> int:
+    from captioner.export import export_model
+
+    captioner = _load_captioner(args.model, **_decoding_options(args))
+    formats = ("savedmodel", "tflite") if args.format == "both" else (args.format,)
+    for path in export_model(captioner, args.out, formats=formats):
+        print(path)
+    return EXIT_OK
+
+
 COMMANDS = {
     "synth": run_synth,
     "train": run_train,
     "caption": run_caption,
     "classify": run_classify,
     "evaluate": run_evaluate,
+    "export": run_export,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -227,9 +228,43 @@ def encode_captions(
 
 
 def resize_image(image: tf.Tensor, size: int) -> tf.Tensor:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, the one resize used in training and inference."""
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, the one resize used in training and inference.
+
+    A batch (N, H, W, 3) works too, each image resized on its own.
+    """
     image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
+# Pixels resized in one call at most: tf.image.resize works in float32 (16 Mpx: 192 MB).
+RESIZE_CALL_PIXELS = 16 * 2**20
+
+
+@functools.cache
+def _compiled_resize(size: int):
+    """`resize_image` of (N, H, W, 3) batches, traced once for every input size."""
+    signature = [tf.TensorSpec((None, None, None, 3), tf.uint8)]
+    return tf.function(lambda images: resize_image(images, size), input_signature=signature)
+
+
+def resize_images(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """(H_i, W_i, 3) uint8 images of any sizes -> (N, size, size, 3) uint8, as `resize_image`.
+
+    Outside `tf.data`, where every eager call costs more than a small image's resize, this
+    is the fast way: a compiled resize, one call for all the images of one size (up to
+    `RESIZE_CALL_PIXELS` pixels per call).
+    """
+    resize = _compiled_resize(size)
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_shape.setdefault(image.shape, []).append(i)
+    for (height, width, _), indices in by_shape.items():
+        per_call = max(1, RESIZE_CALL_PIXELS // (height * width))
+        for start in range(0, len(indices), per_call):
+            chosen = indices[start : start + per_call]
+            out[chosen] = resize(np.stack([images[i] for i in chosen])).numpy()
+    return out
 
 
 def image_reader(

@@ -20,7 +20,9 @@ class AttentionDecoder(keras.layers.Layer):
     - logits `L_o dropout(E y_{t-1} + L_h h_t + L_z z_t)`.
 
     The decoding state is the tuple `(h, c, annotations, projected)`, every entry with the
-    batch first, so that a search can reorder or tile it along the batch.
+    batch first, so that a search can reorder or tile it along the batch. Its entries listed
+    in `static_state_entries` (the annotations and their projection) never change from step
+    to step.
 
     Args:
         vocab_size: V.
@@ -31,6 +33,8 @@ class AttentionDecoder(keras.layers.Layer):
         attention: "soft", or "mean" for the ablation that uses the mean annotation
             (uniform alpha) at every step.
     """
+
+    static_state_entries = (2, 3)
 
     def __init__(
         self,

@@ -183,12 +183,9 @@ def evaluate_split(
     metrics, per_image = score_captions(
         records, captions, coco_metrics=coco_metrics, tokenizer=tokenizer
     )
-    beam_size = int(getattr(captioner, "beam_size", 1) or 1)
     metrics.update(
         split=split,
-        decoding="greedy" if beam_size == 1 else "beam",
-        beam_size=beam_size,
-        max_length=captioner.max_length,
+        **captioner.settings,
         num_images=len(records),
         num_references=sum(len(r.captions) for r in records),
         num_unreadable_images=unreadable,

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from captioner.config import TrainConfig
 from captioner.errors import RunDirectoryError
-from captioner.search import greedy_search
+from captioner.search import beam_search, greedy_search
 from captioner.vocab import Vocabulary
 
 MODEL_FILE = "model.keras"
@@ -84,27 +84,69 @@ class Captioner:
         model: a built `CaptioningModel`.
         vocab: its vocabulary.
         max_length: the most words to generate (defaults to the model's).
+        beam_size: 1 for greedy decoding, more for beam search.
+        length_penalty: beam search ranks captions by log-probability / length ** this.
+        suppress_unk: never generate `<unk>`.
+        jit_compile: compile the search with XLA.
     """
 
-    def __init__(self, model: keras.Model, vocab: Vocabulary, max_length: int | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        vocab: Vocabulary,
+        max_length: int | None = None,
+        *,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        suppress_unk: bool = False,
+        jit_compile: bool = False,
+    ):
         if len(vocab) != model.vocab_size:
             raise ValueError(
                 f"vocabulary has {len(vocab)} words but the model was built for {model.vocab_size}"
             )
+        if beam_size < 1:
+            raise ValueError(f"beam size must be at least 1, got {beam_size}")
         self.model = model
         self.vocab = vocab
         self.max_length = max_length or model.max_length
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.suppress_unk = suppress_unk
         self.image_size = model.image_size
         self.grid_size = model.grid_size
         signature = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
-        self._generate = tf.function(self._generate_graph, input_signature=[signature])
+        self._generate = tf.function(
+            self.generate_graph, input_signature=[signature], jit_compile=jit_compile
+        )
+        # Cached grid features: (B, L, D_encoder) float32, one trace for every batch size.
+        _, grid_h, grid_w, depth = model.encoder.compute_output_shape(
+            (None, self.image_size, self.image_size, 3)
+        )
+        features_signature = tf.TensorSpec((None, grid_h * grid_w, depth), tf.float32)
         self._generate_from_features = tf.function(
-            lambda features: self._search(model.annotate(features))
+            self.generate_from_features_graph,
+            input_signature=[features_signature],
+            jit_compile=jit_compile,
         )
 
+    @property
+    def settings(self) -> dict:
+        """The decoding settings, as reported next to scores."""
+        greedy = self.beam_size == 1 and self.length_penalty == 0
+        return {
+            "decoding": "greedy" if greedy else "beam",
+            "beam_size": self.beam_size,
+            "length_penalty": self.length_penalty,
+            "suppress_unk": self.suppress_unk,
+            "max_length": self.max_length,
+        }
+
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path) -> Captioner:
+    def from_run_dir(cls, run_dir: str | Path, **options) -> Captioner:
         """Loads the model and vocabulary that `captioner train` wrote to `run_dir`.
+
+        `options` are the decoding settings of the constructor (beam_size, ...).
 
         Raises:
             RunDirectoryError: a missing, truncated, incompatible or unsafe file; the message
@@ -126,23 +168,45 @@ class Captioner:
                 f"{run_dir / VOCAB_FILE}: {len(vocab)} words, but {MODEL_FILE} was built for "
                 f"{model.vocab_size}; the two files come from different runs"
             )
-        return cls(model, vocab)
+        return cls(model, vocab, **options)
 
-    def _generate_graph(self, images):
-        annotations, _ = self.model.encode(images)
-        return self._search(annotations)
+    def search(self, annotations):
+        """Decodes (B, L, D) annotations with the configured search; see `captioner.search`.
 
-    def _search(self, annotations):
+        This is the one search entry point: the annotations may come from images
+        (`model.encode`) or from cached grid features (`model.annotate`).
+        """
         decoder = self.model.decoder
-        return greedy_search(
-            lambda tokens, state: decoder.step(tokens, state),
-            decoder.initial_state(annotations),
+        banned = [self.vocab.pad_id, self.vocab.start_id]
+        if self.suppress_unk:
+            banned.append(self.vocab.unk_id)
+        options = dict(
             start_id=self.vocab.start_id,
             end_id=self.vocab.end_id,
             max_length=self.max_length + 1,  # room for <end>
-            banned_ids=(self.vocab.pad_id, self.vocab.start_id),
+            banned_ids=tuple(banned),
             pad_id=self.vocab.pad_id,
         )
+        state = decoder.initial_state(annotations)
+        if self.settings["decoding"] == "greedy":
+            return greedy_search(decoder.step, state, **options)
+        return beam_search(
+            decoder.step,
+            state,
+            beam_size=self.beam_size,
+            length_penalty=self.length_penalty,
+            static_entries=decoder.static_state_entries,
+            **options,
+        )
+
+    def generate_graph(self, images):
+        """(B, S, S, 3) uint8 images -> the search output; traceable by `tf.function`."""
+        annotations, _ = self.model.encode(images)
+        return self.search(annotations)
+
+    def generate_from_features_graph(self, features):
+        """(B, L, D_encoder) cached grid features -> the search output; traceable."""
+        return self.search(self.model.annotate(features))
 
     def generate(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Raw search output for (B, S, S, 3) uint8 images, as NumPy arrays."""
@@ -154,7 +218,7 @@ class Captioner:
 
     def caption_features(self, features: np.ndarray) -> list[Caption]:
         """Captions from cached encoder grids (B, L, D), as `model.grid_features` gives."""
-        out = self._generate_from_features(tf.convert_to_tensor(features))
+        out = self._generate_from_features(tf.convert_to_tensor(np.asarray(features, np.float32)))
         return self._captions({k: v.numpy() for k, v in out.items()})
 
     def _captions(self, out: dict[str, np.ndarray]) -> list[Caption]:

@@ -34,6 +34,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SIZES: tuple[str, ...] = ("small", "large")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
+# Written into dataset.json; a dataset made by an older generator is made again on first use.
+SYNTH_VERSION = 2
 MIN_IMAGE_SIZE = 64
 COLOUR_JITTER = 12
 NOISE_STD = 10.0
@@ -60,15 +62,30 @@ def _chain(phrases: list[list[str]], relation: list[str]) -> list[str]:
     return tokens
 
 
+def _listing(phrases: list[list[str]]) -> list[str]:
+    """Lists phrases as ``P1 P2 and P3`` (one phrase stands alone)."""
+    tokens = [token for phrase in phrases[:-1] for token in phrase]
+    return tokens + (["and"] if len(phrases) > 1 else []) + phrases[-1]
+
+
 def describe(objects: list[dict]) -> list[list[str]]:
     """Builds the tokenised reference captions for a scene.
+
+    The captions of a scene with several objects begin with different words ("a", "from",
+    "there"), so a caption's first word settles which object it names first. Were two of them
+    to begin alike in opposite orders (say "a ... to the left of" and "a ... to the right
+    of"), a decoder whose attention for a word is chosen before it sees the previous word
+    (the paper's, attending from h_{t-1}) would be trained to look at both ends of the scene
+    for the first object; greedy decoding then mixes the attributes of the leftmost and
+    rightmost objects (measured in docs/results.md).
 
     Args:
         objects: Object dicts with ``name``, ``attributes`` ([size, colour]) and ``bbox``
             ([x, y, w, h]); they are ordered left to right by x-centre here.
 
     Returns:
-        Three captions: left-to-right (canonical), right-to-left and an enumeration.
+        Three captions: left to right with relations (canonical), listed from the right, and
+        listed from the left.
     """
     if not objects:
         raise ValueError("describe() needs at least one object")
@@ -76,15 +93,12 @@ def describe(objects: list[dict]) -> list[list[str]]:
     phrases = [_phrase(o) for o in ordered]
     left_to_right = _chain(phrases, ["to", "the", "left", "of"])
     if len(phrases) == 1:
-        right_to_left = ["a", "single"] + phrases[0][1:]
+        from_the_right = ["a", "single"] + phrases[0][1:]
         listing = ["there", "is"] + phrases[0]
     else:
-        right_to_left = _chain(phrases[::-1], ["to", "the", "right", "of"])
-        listing = ["there", "are"]
-        for phrase in phrases[:-1]:
-            listing += phrase
-        listing += ["and"] + phrases[-1]
-    return [left_to_right, right_to_left, listing]
+        from_the_right = ["from", "the", "right"] + _listing(phrases[::-1])
+        listing = ["there", "are"] + _listing(phrases)
+    return [left_to_right, from_the_right, listing]
 
 
 def _vertices(shape: str, side: int) -> list[tuple[float, float]]:
@@ -266,13 +280,28 @@ def generate_dataset(
         for future in pending:
             future.result()
 
-    data = {"dataset": "synthetic", "image_size": int(image_size), "seed": int(seed)}
+    data = {
+        "dataset": "synthetic",
+        "synth_version": SYNTH_VERSION,
+        "image_size": int(image_size),
+        "seed": int(seed),
+    }
     data["images"] = images
     json_path = out / "dataset.json"
     with open(json_path, "w", encoding="utf-8") as f:
         # json.dumps uses the C encoder in one shot; json.dump would stream in pure Python.
         f.write(json.dumps(data, indent=None, separators=(",", ":")))
     return json_path
+
+
+def is_current(json_path: str | os.PathLike) -> bool:
+    """Whether ``json_path`` is a synthetic dataset written by this generator version."""
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("synth_version") == SYNTH_VERSION
 
 
 def _save_png(image: Image.Image, path: pathlib.Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from captioner import synth
 from captioner.batching import EpochBatches, InputLookup, array_lookup, file_lookup, memmap_lookup
 from captioner.checkpoint import CHECKPOINT_FILE, CheckpointStore
 from captioner.coco_metrics import COCO_METRICS
@@ -42,7 +43,6 @@ from captioner.monitoring import (
 )
 from captioner.schedules import PlateauReducer, WarmupSchedule
 from captioner.selection import ModelSelector, check_select_metric
-from captioner.synth import generate_dataset
 from captioner.train_step import TrainStep
 from captioner.trainer import Trainer
 from captioner.vocab import Vocabulary
@@ -57,10 +57,13 @@ def resolve_dataset(config: TrainConfig, log: Callable[[str], None] = print) -> 
     if config.data is not None:
         return Path(config.data)
     path = Path(config.synthetic_dir) / "dataset.json"
-    if not path.is_file():
+    current = synth.is_current(path)
+    if path.is_file() and not current:
+        log(f"{path}: made by an older version of the generator; making it again")
+    if not current:
         log(f"generating the synthetic dataset in {config.synthetic_dir} (once) ...")
         started = time.perf_counter()
-        generate_dataset(config.synthetic_dir)
+        synth.generate_dataset(config.synthetic_dir)
         log(f"  done in {time.perf_counter() - started:.1f}s")
     return path
 

@@ -133,6 +133,61 @@ def test_caption_accepts_directories_and_globs(run, capsys, tmp_path):
     assert len(lines) == 4
 
 
+# Run in a fresh interpreter that imports TensorFlow only: the SavedModel must not need captioner.
+SERVE_SCRIPT = """
+import json, sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+data = tf.constant([open(path, "rb").read() for path in sys.argv[2:]])
+out = model.signatures["serving_default"](images=data)
+assert not any(name.split(".")[0] == "captioner" for name in sys.modules)
+for b in range(len(sys.argv) - 2):
+    n = int(out["length"][b])
+    print(json.dumps({
+        "caption": out["caption"][b].numpy().decode(),
+        "tokens": [w.decode() for w in out["words"][b, :n].numpy()],
+        "score": float(out["score"][b]),
+        "alphas_shape": list(out["alphas"].shape[2:]),
+    }))
+"""
+
+
+def test_exported_saved_model_captions_jpeg_bytes_like_the_cli(run, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    data, run_dir = run
+    jpegs = []
+    for path in sorted((data / "images" / "test").glob("*.png"))[:2]:
+        jpegs.append(tmp_path / (path.stem + ".jpg"))
+        Image.open(path).save(jpegs[-1], quality=90)
+    out = tmp_path / "export"
+    assert (
+        main(["export", "--model", str(run_dir), "--out", str(out), "--format", "savedmodel"]) == 0
+    )
+    assert str(out / "saved_model") in capsys.readouterr().out
+    assert main(["caption", "--model", str(run_dir), *map(str, jpegs), "--format", "json"]) == 0
+    expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_SCRIPT, str(out / "saved_model"), *map(str, jpegs)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr[-2000:]
+    rows = [json.loads(line) for line in served.stdout.splitlines()]
+    assert len(rows) == len(expected) == 2
+    for row, cli_row in zip(rows, expected):
+        assert row["caption"] == cli_row["caption"] and row["tokens"] == cli_row["tokens"]
+        assert abs(row["score"] - cli_row["score"]) < 1e-4
+        assert row["alphas_shape"] == [4, 4]
+
+
 def test_evaluate_writes_metrics_predictions_and_per_image(run, tmp_path, capsys):
     data, run_dir = run
     out = tmp_path / "eval"
@@ -176,6 +231,10 @@ def test_usage_errors_exit_2_without_traceback(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--epochs", "two"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["caption", "--model", str(tmp_path), "--beam-size", "0", "x.png"])
+    assert exit_info.value.code == 2
+    assert "--beam-size: must be at least 1" in capsys.readouterr().err
 
 
 def test_script_wrappers_call_their_subcommand(monkeypatch, capsys):

@@ -90,7 +90,7 @@ def test_score_captions_without_boxes_has_no_grounding(tmp_path):
 class FakeCaptioner:
     image_size = 32
     max_length = 10
-    beam_size = 3
+    settings = {"decoding": "beam", "beam_size": 3, "length_penalty": 0.0, "max_length": 10}
 
     def caption(self, images):
         assert images.shape[1:] == (32, 32, 3)

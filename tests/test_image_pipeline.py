@@ -84,3 +84,18 @@ def test_evaluate_names_unreadable_images_and_exits_1(untrained_run, tmp_path, c
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 1 and metrics["num_unreadable_images"] == 1
     assert len(load_karpathy(path)) == 6  # the dataset itself is fine
+
+
+def test_resize_images_equals_resize_image_for_every_size(monkeypatch):
+    import captioner.data as data
+
+    rng = np.random.default_rng(0)
+    shapes = [(30, 40), (16, 16), (30, 40), (7, 50), (30, 40), (16, 16)]
+    images = [rng.integers(0, 256, (*shape, 3), dtype=np.uint8) for shape in shapes]
+    # Two 30 x 40 images per call at most: the three of that size need two calls.
+    monkeypatch.setattr(data, "RESIZE_CALL_PIXELS", 2 * 30 * 40)
+    resized = data.resize_images(images, 24)
+    assert resized.shape == (len(images), 24, 24, 3) and resized.dtype == np.uint8
+    for got, image in zip(resized, images, strict=True):
+        np.testing.assert_array_equal(got, resize_image(image, 24).numpy())
+    assert data.resize_images([], 24).shape == (0, 24, 24, 3)

@@ -12,8 +12,10 @@ from captioner.synth import (
     COLOURS,
     SHAPES,
     SIZES,
+    SYNTH_VERSION,
     describe,
     generate_dataset,
+    is_current,
     make_scene,
 )
 
@@ -139,7 +141,7 @@ def test_describe_templates() -> None:
     caps = [" ".join(c) for c in describe(objs)]
     assert caps == [
         "a large red circle to the left of a small blue square",
-        "a small blue square to the right of a large red circle",
+        "from the right a small blue square and a large red circle",
         "there are a large red circle and a small blue square",
     ]
     one = [" ".join(c) for c in describe(objs[:1])]
@@ -153,10 +155,28 @@ def test_describe_templates() -> None:
     assert caps[0] == (
         "a large red circle to the left of a large green star to the left of a small blue square"
     )
-    assert caps[1] == (
-        "a small blue square to the right of a large green star to the right of a large red circle"
-    )
+    assert caps[1] == "from the right a small blue square a large green star and a large red circle"
     assert caps[2] == "there are a large red circle a large green star and a small blue square"
+
+
+def test_first_word_settles_the_order(dataset: tuple[pathlib.Path, dict]) -> None:
+    # Two captions that begin alike but name the objects in different orders would leave
+    # the decoder unable to tell which object comes first (see describe()).
+    _, data = dataset
+    for entry in data["images"]:
+        if len(entry["objects"]) > 1:
+            firsts = [sent["tokens"][0] for sent in entry["sentences"]]
+            assert len(set(firsts)) == len(firsts)
+
+
+def test_is_current_tells_old_datasets(tmp_path: pathlib.Path) -> None:
+    path = generate_dataset(tmp_path, num_train=1, num_val=0, num_test=0)
+    assert is_current(path)
+    data = json.loads(path.read_text())
+    data["synth_version"] = SYNTH_VERSION - 1
+    path.write_text(json.dumps(data))
+    assert not is_current(path)
+    assert not is_current(tmp_path / "missing.json")
 
 
 def test_bboxes_inside_and_disjoint(dataset: tuple[pathlib.Path, dict]) -> None:
