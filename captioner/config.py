@@ -64,7 +64,10 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up before the schedule
     plateau_patience: int = 2  # epochs without a better validation score before a cut
     plateau_factor: float = 0.5
-    bucketing: bool = True  # batches of similar caption lengths, cut to their longest
+    # Batches of similar caption lengths, cut to their longest: less padding, but on data
+    # whose caption length follows the scene (the synthetic objects) every batch then holds
+    # one kind of scene, and the main job learned far slower (docs/results.md). Off by default.
+    bucketing: bool = False
     precision: str = "float32"  # "float32", or "mixed" (float16 on GPU, bfloat16 on CPU)
     strategy: str = "default"  # "default", "mirrored" (local GPUs) or "multiworker"
 
