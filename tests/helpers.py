@@ -35,6 +35,20 @@ def write_karpathy(root: Path, with_filepath: bool = True, size: int = 40) -> Pa
     return path
 
 
+TINY_WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the", "small"]
+
+
+def tiny_model(words=TINY_WORDS):
+    """A built, untrained captioning model for 32 px images and `words` (+ 4 specials)."""
+    from captioner.model import CaptioningModel
+
+    model = CaptioningModel(
+        len(words) + 4, image_size=32, embed_dim=8, units=16, attention_dim=8, max_length=6
+    )
+    model.build()
+    return model
+
+
 def write_untrained_run(run_dir: Path, image_size: int = 32) -> Path:
     """A run directory (config, vocabulary, model) holding a tiny untrained model."""
     from captioner.config import TrainConfig

@@ -11,19 +11,15 @@ from PIL import Image
 from captioner.captioning import caption_files
 from captioner.export import METADATA_FILE, SAVED_MODEL_DIR, TFLITE_FILE, export_model
 from captioner.inference import Captioner
-from captioner.model import CaptioningModel
 from captioner.vocab import Vocabulary
+from tests.helpers import TINY_WORDS, tiny_model
 
-WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the", "small"]
+WORDS = TINY_WORDS
 
 
 @pytest.fixture(scope="module")
 def captioner():
-    model = CaptioningModel(
-        len(WORDS) + 4, image_size=32, embed_dim=8, units=16, attention_dim=8, max_length=6
-    )
-    model.build()
-    return Captioner(model, Vocabulary(WORDS), beam_size=3)
+    return Captioner(tiny_model(WORDS), Vocabulary(WORDS), beam_size=3)
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,15 @@ import pytest
 from keras import ops
 
 from captioner.inference import Captioner
-from captioner.model import CaptioningModel
 from captioner.vocab import Vocabulary
+from tests.helpers import TINY_WORDS, tiny_model
 
-WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the", "small"]
+WORDS = TINY_WORDS
 
 
 @pytest.fixture(scope="module")
 def model():
-    model = CaptioningModel(
-        len(WORDS) + 4, image_size=32, embed_dim=8, units=16, attention_dim=8, max_length=6
-    )
-    model.build()
-    return model
+    return tiny_model(WORDS)
 
 
 @pytest.fixture(scope="module")
