@@ -244,22 +244,28 @@ def run_caption(args) -> int:
     captioner = _load_captioner(args.model, **_decoding_options(args))
     paths = expand_inputs(args.inputs)
     formats = ("png", "npz") if args.attention_format == "both" else (args.attention_format,)
-    failed = 0
-    for result in caption_files(
+    results = caption_files(
         captioner,
         paths,
         batch_size=args.batch_size,
         attention_dir=args.attention_dir,
         attention_formats=formats,
         max_pixels=args.max_pixels,
-    ):
+    )
+    return _print_results(results, args.format, lambda r: f"{r.path}: {r.caption.text}")
+
+
+def _print_results(results, output_format: str, as_text) -> int:
+    """Prints each file's result as it comes (failures on stderr); returns the exit code."""
+    failed = 0
+    for result in results:
         if result.error is not None:
             failed += 1
             print(f"captioner: {result.error}", file=sys.stderr)
-        elif args.format == "json":
+        elif output_format == "json":
             print(json.dumps(result.to_json()), flush=True)
         else:
-            print(f"{result.path}: {result.caption.text}", flush=True)
+            print(as_text(result), flush=True)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
@@ -276,18 +282,13 @@ def run_classify(args) -> int:
     if args.top_k < 1 or args.top_k > 1000 or args.batch_size < 1:
         raise UsageError("--top-k must be in 1..1000 and --batch-size at least 1")
     classifier = build_encoder(args.encoder, args.image_size, args.weights, include_top=True)
-    failed = 0
     paths = expand_inputs(args.inputs)
-    for result in classify_files(classifier, paths, top_k=args.top_k, batch_size=args.batch_size):
-        if result.error is not None:
-            failed += 1
-            print(f"captioner: {result.error}", file=sys.stderr)
-        elif args.format == "json":
-            print(json.dumps(result.to_json()), flush=True)
-        else:
-            lines = [f"  {p:.4f}  {c.names}" for c, p in result.top]
-            print("\n".join([f"{result.path}:", *lines]), flush=True)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    results = classify_files(classifier, paths, top_k=args.top_k, batch_size=args.batch_size)
+
+    def as_text(result) -> str:
+        return "\n".join([f"{result.path}:", *(f"  {p:.4f}  {c.names}" for c, p in result.top)])
+
+    return _print_results(results, args.format, as_text)
 
 
 def run_evaluate(args) -> int:
