@@ -63,9 +63,8 @@ def _chain(phrases: list[list[str]], relation: list[str]) -> list[str]:
 
 
 def _listing(phrases: list[list[str]]) -> list[str]:
-    """Lists phrases as ``P1 P2 and P3`` (one phrase stands alone)."""
-    tokens = [token for phrase in phrases[:-1] for token in phrase]
-    return tokens + (["and"] if len(phrases) > 1 else []) + phrases[-1]
+    """Lists two or more phrases as ``P1 P2 and P3``."""
+    return [token for phrase in phrases[:-1] for token in phrase] + ["and"] + phrases[-1]
 
 
 def describe(objects: list[dict]) -> list[list[str]]:
