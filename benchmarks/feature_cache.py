@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python benchmarks/feature_cache.py [--images 256] [--steps 10]
 
-For every offline encoder at the given input size it measures, on the first `--images`
+For every offline encoder at the given input size and grid stride (by default the main
+job's: 128 px, cut at stride 16, standardised features) it measures, on the first `--images`
 training images of the synthetic dataset (generated if missing):
 
 - extraction images/s through the real pipeline (`captioner.features.extract_features`:
@@ -62,8 +63,10 @@ def measure(name, records, vocab, args) -> dict:
         encoder=name,
         image_size=args.image_size,
         encoder_weights="imagenet",
+        grid_stride=args.grid_stride,
         train_encoder=False,
         feature_dim=args.feature_dim,
+        feature_norm=True,
     )
     model.build()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
@@ -100,8 +103,9 @@ def measure(name, records, vocab, args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", nargs="+", default=list(OFFLINE_ENCODERS))
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--feature-dim", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--grid-stride", type=int, default=16, choices=(16, 32))
+    parser.add_argument("--feature-dim", type=int, default=0)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10)
@@ -114,7 +118,8 @@ def main() -> None:
     vocab = Vocabulary.build(c for r in records for c in r.captions)
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-        f"{len(records)} images at {args.image_size} px, batch {args.batch_size}"
+        f"{len(records)} images at {args.image_size} px, grid stride {args.grid_stride}, "
+        f"batch {args.batch_size}"
     )
     print(
         "| encoder | grid | extraction images/s | bare forward images/s | cache KiB/image "

@@ -24,9 +24,17 @@ TRAIN_HELP = {
     "skip_missing": "train without the dataset's missing image files (default: refuse)",
     "out": "run directory",
     "encoder": "encoder name: small_cnn, an offline ImageNet encoder (efficientnet_lite0/1/2, "
-    "mobilenet_v2_tv) or a keras.applications backbone (e.g. resnet50)",
+    "mobilenet_v2_tv) or a keras.applications backbone (e.g. resnet50) (default: "
+    "efficientnet_lite0 on the synthetic data, efficientnet_lite2 with --data)",
     "encoder_weights": "encoder weights: imagenet (offline for efficientnet_lite*/mobilenet_v2_tv; "
-    "keras.applications backbones need internet or the Keras cache) or a local weights file",
+    "keras.applications backbones need internet or the Keras cache; small_cnn has none), none, "
+    "or a local weights file (default: imagenet)",
+    "image_size": "input side in pixels (default: 128 on the synthetic data, else the "
+    "encoder's native size)",
+    "grid_stride": "16: cut an offline encoder after its last stride-16 stage, the paper's "
+    "grid; 32: the whole network (default: 16 for offline encoders, 32 for the others)",
+    "feature_norm": "standardise the encoder's features per channel (default: for pretrained "
+    "encoders)",
     "train_encoder": "train the encoder's weights (default: only for small_cnn)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
     "penalty_weight": "lambda of the doubly stochastic attention penalty",
@@ -63,15 +71,15 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         help_text = TRAIN_HELP.get(field.name, field.name.replace("_", " "))
-        if field.name == "train_encoder" or isinstance(default, bool):
+        if field.type in ("bool", "bool | None"):
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
         else:
             kind = str if default is None else type(default)
-            parser.add_argument(
-                flag, type=kind, default=default, help=f"{help_text} (default: {default})"
-            )
+            if "(default:" not in help_text:
+                help_text = f"{help_text} (default: {default})"
+            parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def _positive_int(text: str) -> int:

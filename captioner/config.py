@@ -28,12 +28,18 @@ class TrainConfig:
     skip_missing: bool = False  # train without missing image files instead of refusing
     out: str = "runs/synthetic"
 
-    # Model.
-    encoder: str = "small_cnn"
-    encoder_weights: str | None = None
+    # Model. "", 0 and None are automatic, made concrete by `training.resolve_settings`
+    # before anything is built or saved (a run's config.json holds the values it used).
+    encoder: str = ""  # "": efficientnet_lite0 on the synthetic data, efficientnet_lite2 else
+    encoder_weights: str = "imagenet"  # "imagenet", "none" or a local file (small_cnn: none)
     train_encoder: bool | None = None  # None: train small CNNs, freeze pretrained backbones
-    image_size: int = 128
+    image_size: int = 0  # 0: 128 px on the synthetic data, else the encoder's native size
+    # 16: cut an offline encoder after its last stride-16 stage (the paper's grid); 32: the
+    # whole network; 0: 16 for the offline encoders, 32 for the rest.
+    grid_stride: int = 0
     feature_dim: int = 0  # > 0: project the encoder's features to this depth first
+    # Standardise the encoder's features per channel; None: for pretrained encoders.
+    feature_norm: bool | None = None
     embed_dim: int = 64
     units: int = 256
     attention_dim: int = 128
@@ -51,7 +57,7 @@ class TrainConfig:
     max_length: int = 20
 
     # Optimisation.
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 32  # images per batch
     # Captions decoded per image and batch: an image is encoded once for all of them, so that
     # three captions cost far less than three images (the synthetic data has three each).

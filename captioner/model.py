@@ -73,11 +73,15 @@ class CaptioningModel(keras.Model):
         image_size: S.
         encoder_weights: None, "imagenet" or a local file, used at construction only; a
             saved model carries its weights and its config says None.
+        grid_stride: where an offline encoder is cut (see `build_encoder`), at construction
+            only; a saved model's serialized encoder carries it.
         train_encoder: whether the encoder's weights are trained.
         penalty_weight: lambda of the doubly stochastic penalty (0 for the ablation).
         feature_dim: if > 0, the encoder's features are first projected to this depth by a
             trained linear map (a 1x1 convolution on the grid): it keeps the decoder small
             on top of wide frozen backbones (1280 channels).
+        feature_norm: standardise the encoder's features per channel (batch normalization)
+            before the projection.
         grid_coordinates: append every cell's (x, y) to its features (see
             `append_coordinates`).
         max_length: the longest caption (words) the model is trained for and generates.
@@ -90,9 +94,11 @@ class CaptioningModel(keras.Model):
         encoder="small_cnn",
         image_size=128,
         encoder_weights=None,
+        grid_stride=32,
         train_encoder=True,
         penalty_weight=1.0,
         feature_dim=0,
+        feature_norm=False,
         grid_coordinates=True,
         max_length=20,
         embed_dim=64,
@@ -108,13 +114,22 @@ class CaptioningModel(keras.Model):
         self.train_encoder = train_encoder
         self.penalty_weight = penalty_weight
         self.feature_dim = feature_dim
+        self.feature_norm = feature_norm
         self.grid_coordinates = grid_coordinates
         self.max_length = max_length
         if isinstance(encoder, dict):
             self.encoder = keras.saving.deserialize_keras_object(encoder)
         else:
-            self.encoder = build_encoder(encoder, image_size, encoder_weights)
+            self.encoder = build_encoder(
+                encoder, image_size, encoder_weights, grid_stride=grid_stride
+            )
         self.encoder.trainable = train_encoder
+        # Pretrained grids come on their own scale (channel means up to +-9, std 3-8 for
+        # EfficientNet-Lite's stride-16 block); standardising them keeps the attention MLP's
+        # tanh out of saturation.
+        self.normalization = (
+            keras.layers.BatchNormalization(name="feature_norm") if feature_norm else None
+        )
         self.projection = (
             keras.layers.Dense(feature_dim, name="projection") if feature_dim else None
         )
@@ -139,12 +154,14 @@ class CaptioningModel(keras.Model):
         _, height, width, depth = features.shape
         return ops.reshape(features, (-1, height * width, depth))
 
-    def annotate(self, features, grid=None):
+    def annotate(self, features, grid=None, training=False):
         """(B, L, D_encoder) grid features -> (B, L, D) annotations for the decoder.
 
         `grid` is (gh, gw) with gh·gw = L; by default the grid of `image_size` inputs.
         """
         x = ops.cast(features, self.compute_dtype)
+        if self.normalization is not None:
+            x = self.normalization(x, training=training)
         if self.projection is not None:
             x = self.projection(x)
         if self.grid_coordinates:
@@ -156,7 +173,8 @@ class CaptioningModel(keras.Model):
     def encode(self, images, training=False):
         """(B, S, S, 3) uint8 images -> (B, L, D) annotations and the grid (gh, gw)."""
         grid = self.encoder.compute_output_shape(tuple(images.shape))[1:3]
-        return self.annotate(self.grid_features(images, training=training), grid), grid
+        features = self.grid_features(images, training=training)
+        return self.annotate(features, grid, training=training), grid
 
     @property
     def grid_size(self):
@@ -166,7 +184,7 @@ class CaptioningModel(keras.Model):
     def call(self, inputs, training=False):
         images, caption_in = inputs
         if len(images.shape) == 3:  # cached grid features
-            annotations = self.annotate(images)
+            annotations = self.annotate(images, training=training)
         else:
             annotations, _ = self.encode(images, training=training)
         if len(caption_in.shape) == 3:  # (B, C, T): C captions per image
@@ -209,6 +227,7 @@ class CaptioningModel(keras.Model):
             train_encoder=self.train_encoder,
             penalty_weight=self.penalty_weight,
             feature_dim=self.feature_dim,
+            feature_norm=self.feature_norm,
             grid_coordinates=self.grid_coordinates,
             max_length=self.max_length,
             embed_dim=decoder.embed_dim,

@@ -27,7 +27,8 @@ from captioner.data import (
     select_split,
 )
 from captioner.distribute import is_chief, make_strategy
-from captioner.encoders import is_pretrained
+from captioner.encoders import OFFLINE_ENCODERS, is_pretrained, native_image_size
+from captioner.encoders.grid_stride import FULL_STRIDE
 from captioner.errors import DatasetError
 from captioner.evaluation import evaluate_split
 from captioner.features import cached_features
@@ -222,6 +223,32 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
+def resolve_settings(config: TrainConfig) -> TrainConfig:
+    """`config` with its automatic model settings ("", 0, None) made concrete.
+
+    The synthetic main job gets EfficientNet-Lite0 at 128 px; other datasets (real photos)
+    EfficientNet-Lite2 at its native 260 px. Offline encoders are cut at stride 16, the
+    paper's grid; pretrained features are standardised. "imagenet" weights mean none for
+    small_cnn, which is always trained from scratch.
+    """
+    synthetic = config.data is None
+    encoder = config.encoder or ("efficientnet_lite0" if synthetic else "efficientnet_lite2")
+    weights = config.encoder_weights
+    if weights == "imagenet" and not is_pretrained(encoder):
+        weights = "none"
+    image_size = config.image_size or (128 if synthetic else native_image_size(encoder))
+    grid_stride = config.grid_stride or (16 if encoder in OFFLINE_ENCODERS else FULL_STRIDE)
+    feature_norm = is_pretrained(encoder) if config.feature_norm is None else config.feature_norm
+    return dataclasses.replace(
+        config,
+        encoder=encoder,
+        encoder_weights=weights,
+        image_size=image_size,
+        grid_stride=grid_stride,
+        feature_norm=feature_norm,
+    )
+
+
 def trains_encoder(config: TrainConfig) -> bool:
     """Whether the encoder is trained (by default: small CNNs yes, pretrained backbones no)."""
     if config.train_encoder is None:
@@ -235,10 +262,12 @@ def build_model(config: TrainConfig, vocab_size: int) -> CaptioningModel:
         vocab_size,
         encoder=config.encoder,
         image_size=config.image_size,
-        encoder_weights=config.encoder_weights,
+        encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
+        grid_stride=config.grid_stride,
         train_encoder=trains_encoder(config),
         penalty_weight=config.penalty_weight if config.attention == "soft" else 0.0,
         feature_dim=config.feature_dim,
+        feature_norm=config.feature_norm,
         max_length=config.max_length,
         embed_dim=config.embed_dim,
         units=config.units,
@@ -336,6 +365,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved).
     """
     check_select_metric(config.select_metric)
+    config = resolve_settings(config)
     data_path = resolve_dataset(config, log)
     records = load_karpathy(data_path, config.images, warn=log)
     train_records = [r for r in select_split(records, "train") if r.captions]

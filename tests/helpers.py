@@ -63,7 +63,8 @@ def write_untrained_run(run_dir: Path, image_size: int = 32) -> Path:
     model.build()
     model.save(run_dir / "model.keras")
     vocab.save(run_dir / "vocab.json")
-    TrainConfig(image_size=image_size, embed_dim=8, units=16, attention_dim=8, max_length=6).save(
+    settings = {"embed_dim": 8, "units": 16, "attention_dim": 8, "max_length": 6}
+    TrainConfig(encoder="small_cnn", image_size=image_size, **settings).save(
         run_dir / "config.json"
     )
     return run_dir

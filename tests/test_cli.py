@@ -11,6 +11,8 @@ from captioner.cli import main
 from captioner.visualize import load_attention
 
 TINY_MODEL = [
+    "--encoder",
+    "small_cnn",
     "--image-size",
     "64",
     "--embed-dim",

@@ -135,7 +135,18 @@ def test_training_goes_on_past_unreadable_and_missing_images(tmp_path, capsys):
     (tmp_path / "imgs" / "im1.png").unlink()
     run_dir = tmp_path / "run"
     argv = ["train", "--data", str(path), "--out", str(run_dir), "--quiet", "--epochs", "2"]
-    tiny = ["--image-size", "32", "--units", "16", "--embed-dim", "8", "--attention-dim", "8"]
+    tiny = [
+        "--encoder",
+        "small_cnn",
+        "--image-size",
+        "32",
+        "--units",
+        "16",
+        "--embed-dim",
+        "8",
+        "--attention-dim",
+        "8",
+    ]
     assert main([*argv, *tiny]) == 2  # a missing file is refused before training
     assert "1 of 4 image files are missing" in capsys.readouterr().err
     assert main([*argv, *tiny, "--skip-missing"]) == 0

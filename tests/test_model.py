@@ -102,9 +102,11 @@ def test_padding_a_batch_further_changes_nothing():
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("attention", ["soft", "mean"])
-def test_keras_save_load_gives_identical_outputs(tmp_path, attention):
-    model = tiny_model(attention=attention)
+@pytest.mark.parametrize(
+    "options", [{"attention": "soft"}, {"attention": "mean"}, {"feature_norm": True}]
+)
+def test_keras_save_load_gives_identical_outputs(tmp_path, options):
+    model = tiny_model(**options)
     images, caption_in = random_batch()
     before = model((images, caption_in))
     model.save(tmp_path / "model.keras")
@@ -115,6 +117,25 @@ def test_keras_save_load_gives_identical_outputs(tmp_path, attention):
             ops.convert_to_numpy(before[key]), ops.convert_to_numpy(after[key])
         )
     assert loaded.get_config() == model.get_config()
+
+
+def test_feature_norm_standardises_every_channel_with_its_batch_statistics():
+    model = tiny_model(feature_norm=True, grid_coordinates=False)
+    depth = model.grid_features(random_batch()[0]).shape[-1]
+    rng = np.random.default_rng(3)
+    loc, scale = rng.uniform(-9, 9, depth), rng.uniform(0.5, 8, depth)  # per channel
+    features = rng.normal(loc=loc, scale=scale, size=(16, 4, depth))
+    annotations = ops.convert_to_numpy(model.annotate(features.astype("float32"), training=True))
+    flat = annotations.reshape(-1, depth)
+    np.testing.assert_allclose(flat.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(flat.std(axis=0), 1.0, atol=1e-2)
+    # In inference, the moving statistics (which that training call updated) are used.
+    norm = model.normalization
+    mean, variance = (ops.convert_to_numpy(v) for v in (norm.moving_mean, norm.moving_variance))
+    assert np.abs(mean).max() > 0.01  # moved from their initial zeros
+    inference = ops.convert_to_numpy(model.annotate(features.astype("float32")))
+    expected = (features - mean) / np.sqrt(variance + norm.epsilon)
+    np.testing.assert_allclose(inference, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_config_round_trip():

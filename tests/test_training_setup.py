@@ -10,7 +10,12 @@ from captioner.distribute import make_strategy
 from captioner.inference import CONFIG_FILE
 from captioner.model import CaptioningModel, caption_loss
 from captioner.train_step import TrainStep
-from captioner.training import check_resumable, dtype_policy, precision_policy
+from captioner.training import (
+    check_resumable,
+    dtype_policy,
+    precision_policy,
+    resolve_settings,
+)
 
 
 def test_precision_policies():
@@ -73,3 +78,29 @@ def test_step_on_several_captions_per_image_reports_the_flat_loss():
     alphas = keras.ops.convert_to_numpy(outputs["alphas"])[:5]
     coverage = (alphas * (flat != 0)[..., None]).sum(axis=1)
     np.testing.assert_allclose(losses["penalty"], ((1 - coverage) ** 2).sum(-1).mean(), rtol=1e-5)
+
+
+def test_automatic_model_settings_follow_the_data_and_the_encoder():
+    synthetic = resolve_settings(TrainConfig())
+    assert (synthetic.encoder, synthetic.image_size, synthetic.grid_stride) == (
+        "efficientnet_lite0",
+        128,
+        16,
+    )
+    assert synthetic.encoder_weights == "imagenet" and synthetic.feature_norm is True
+    photos = resolve_settings(TrainConfig(data="coco/dataset.json"))
+    assert (photos.encoder, photos.image_size, photos.grid_stride) == (
+        "efficientnet_lite2",
+        260,
+        16,
+    )
+    scratch = resolve_settings(TrainConfig(encoder="small_cnn"))
+    assert (scratch.encoder_weights, scratch.image_size, scratch.grid_stride) == ("none", 128, 32)
+    assert scratch.feature_norm is False
+    backbone = resolve_settings(TrainConfig(data="d.json", encoder="inception_v3"))
+    assert (backbone.image_size, backbone.grid_stride) == (299, 32)
+    explicit = TrainConfig(
+        encoder="mobilenet_v2_tv", image_size=96, grid_stride=32, feature_norm=False
+    )
+    assert resolve_settings(explicit) == explicit
+    assert resolve_settings(synthetic) == synthetic  # resolving twice changes nothing

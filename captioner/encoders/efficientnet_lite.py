@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from captioner.encoders.grid_stride import FULL_STRIDE, check_grid_stride, stages_within
 from captioner.encoders.torch_port import (
     load_torch_weights,
     offline_weights_file,
@@ -64,7 +65,10 @@ def _weights_file(variant: str) -> Path:
 
 
 def build_efficientnet_lite(
-    variant: str = "lite0", image_size: int | None = None, include_top: bool = False
+    variant: str = "lite0",
+    image_size: int | None = None,
+    include_top: bool = False,
+    grid_stride: int = 32,
 ) -> tuple[keras.Model, dict[str, str]]:
     """The EfficientNet-Lite network on preprocessed inputs ((x - 127) / 128).
 
@@ -73,10 +77,13 @@ def build_efficientnet_lite(
         image_size: input side in pixels (default: the variant's native size).
         include_top: end with global pooling and the 1000-class ImageNet logits instead of
             the last conv grid.
+        grid_stride: 32 for the whole network; 16 ends it after its last stride-16 stage
+            (block5, 112 channels scaled by the width), a grid twice as fine.
 
     Returns:
         The model and {Keras layer name: PyTorch module name} for loading weights.
     """
+    check_grid_stride(grid_stride, include_top)
     width, depth, native_size, _ = VARIANTS[variant]
     size = image_size or native_size
     prefixes: dict[str, str] = {}
@@ -91,7 +98,9 @@ def build_efficientnet_lite(
     x = conv_bn(inputs, _STEM_CHANNELS, 3, 2, "stem", "_conv_stem", "_bn0")
     channels, index = _STEM_CHANNELS, 0
     last_stage = len(_STAGES) - 1
-    for stage, (kernel, stride, expand, out, repeats) in enumerate(_STAGES):
+    for stage, (kernel, stride, expand, out, repeats) in enumerate(
+        stages_within(_STAGES, grid_stride, stride_of=lambda spec: spec[1])
+    ):
         out = _round_channels(out, width)
         # Lite keeps the first and last stage at one block.
         if 0 < stage < last_stage:
@@ -119,7 +128,8 @@ def build_efficientnet_lite(
             if block_stride == 1 and channels == out:
                 x = layers.Add(name=f"{name}_add")([x, shortcut])
             channels, index = out, index + 1
-    x = conv_bn(x, _HEAD_CHANNELS, 1, 1, "head", "_conv_head", "_bn1")  # (B, gh, gw, 1280)
+    if grid_stride == FULL_STRIDE:
+        x = conv_bn(x, _HEAD_CHANNELS, 1, 1, "head", "_conv_head", "_bn1")  # (B, gh, gw, 1280)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(1000, name="predictions")(x)  # logits
@@ -133,7 +143,7 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
 
     Inputs are (B, S, S, 3) RGB in [0, 255]; they are scaled to (x - 127) / 128 inside.
     The output is (B, gh, gw, 1280), e.g. 9x9 for Lite2 at 260 px, or the ImageNet logits
-    (B, 1000) with `include_top`.
+    (B, 1000) with `include_top`; with `grid_stride` 16, (B, S/16, S/16, 112) for Lite0.
 
     Args:
         variant: "lite0", "lite1" or "lite2".
@@ -142,23 +152,38 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
             or the path of a PyTorch state-dict file. A saved captioning model carries its
             weights, so the config always says None.
         include_top: give the ImageNet logits instead of the grid (to check the weights).
+        grid_stride: 32 (the last conv layer), or 16 (the last stride-16 block).
     """
 
-    def __init__(self, variant="lite0", image_size=None, weights=None, include_top=False, **kw):
+    def __init__(
+        self,
+        variant="lite0",
+        image_size=None,
+        weights=None,
+        include_top=False,
+        grid_stride=FULL_STRIDE,
+        **kw,
+    ):
         super().__init__(**kw)
         if variant not in VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; use {list(VARIANTS)}")
         self.variant = variant
         self.image_size = image_size or VARIANTS[variant][2]
         self.include_top = include_top
+        self.grid_stride = grid_stride
         path = resolve_weights(weights, lambda: _weights_file(variant))
-        self.model, prefixes = build_efficientnet_lite(variant, self.image_size, include_top)
+        self.model, prefixes = build_efficientnet_lite(
+            variant, self.image_size, include_top, grid_stride
+        )
         if path is not None:
             load_torch_weights(self.model, path, prefixes)
 
+    def preprocess(self, images):
+        """uint8-range RGB -> the network's inputs, (x - 127) / 128."""
+        return (ops.cast(images, self.compute_dtype) - 127.0) / 128.0
+
     def call(self, images, training=False):
-        x = (ops.cast(images, self.compute_dtype) - 127.0) / 128.0
-        return self.model(x, training=training)
+        return self.model(self.preprocess(images), training=training)
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(tuple(input_shape))
@@ -170,5 +195,6 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
             image_size=self.image_size,
             weights=None,
             include_top=self.include_top,
+            grid_stride=self.grid_stride,
         )
         return config

