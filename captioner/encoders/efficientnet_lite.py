@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from captioner.encoders.blocks import layer_blocks
 from captioner.encoders.torch_port import (
     load_torch_weights,
     offline_weights_file,
@@ -159,6 +160,10 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
     def call(self, images, training=False):
         x = (ops.cast(images, self.compute_dtype) - 127.0) / 128.0
         return self.model(x, training=training)
+
+    def blocks(self) -> list[tuple[str, list[keras.layers.Layer]]]:
+        """The network's blocks, input to output: stem, block1a, ..., head (for fine-tuning)."""
+        return layer_blocks(self.model)
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(tuple(input_shape))

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from captioner.encoders.blocks import layer_blocks
 from captioner.encoders.torch_port import (
     load_torch_weights,
     offline_weights_file,
@@ -137,6 +138,10 @@ class TorchvisionMobileNetV2Encoder(keras.layers.Layer):
         std = ops.convert_to_tensor(_STD, self.compute_dtype)
         x = (ops.cast(images, self.compute_dtype) / 255.0 - mean) / std
         return self.model(x, training=training)
+
+    def blocks(self) -> list[tuple[str, list[keras.layers.Layer]]]:
+        """The network's blocks, input to output: stem, block1a, ..., head (for fine-tuning)."""
+        return layer_blocks(self.model)
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(tuple(input_shape))
