@@ -57,6 +57,10 @@ TRAIN_HELP = {
     "object_accuracy, pointing_accuracy, or meteor/rouge_l/cider with the coco extra",
     "early_stopping_patience": "stop after this many epochs without a better validation "
     "score (0: never)",
+    "fine_tune_blocks": "after the decoder has trained, fine-tune the top N blocks of a frozen "
+    "offline encoder (efficientnet_lite*, mobilenet_v2_tv) with it, on images (0: no)",
+    "fine_tune_epochs": "epochs of the fine-tuning stage",
+    "fine_tune_learning_rate": "peak learning rate of the fine-tuning stage (cosine decay)",
 }
 
 

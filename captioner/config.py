@@ -89,6 +89,13 @@ class TrainConfig:
     select_metric: str = "bleu4"
     early_stopping_patience: int = 0
 
+    # Fine-tuning (a second stage after the decoder has trained): the top N blocks of the
+    # encoder are unfrozen (batch norm stays frozen) and trained with the decoder on images
+    # for `fine_tune_epochs` epochs at `fine_tune_learning_rate` (cosine decay). 0: no stage 2.
+    fine_tune_blocks: int = 0
+    fine_tune_epochs: int = 2
+    fine_tune_learning_rate: float = 1e-4
+
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
         write_json_atomic(path, data)

@@ -49,6 +49,8 @@ class Trainer:
         stateful: objects with `get_state() -> dict` and `set_state(dict)` saved in the
             checkpoint, by name.
         log: where messages go.
+        first_epoch: the number of the first epoch (a later stage continues the numbering;
+            `epochs` counts from 0, so the stage runs epochs `first_epoch` to `epochs` - 1).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Trainer:
         checkpoint_steps: int = 0,
         stateful: dict | None = None,
         log: Callable[[str], None] = print,
+        first_epoch: int = 0,
     ):
         self.model = model
         self.step = step
@@ -73,7 +76,7 @@ class Trainer:
         self.checkpoint_steps = checkpoint_steps
         self.stateful = dict(stateful or {})
         self.log = log
-        self.epoch = 0
+        self.epoch = first_epoch
         self.batch = 0  # batches done in the current epoch
         self.sums = self._empty_sums()
         self.stop_signal: str | None = None

@@ -14,7 +14,7 @@ import numpy as np
 
 from captioner import synth
 from captioner.batching import EpochBatches, InputLookup, array_lookup, file_lookup, memmap_lookup
-from captioner.checkpoint import CHECKPOINT_FILE, CheckpointStore
+from captioner.checkpoint import CHECKPOINT_FILE, FINE_TUNE_CHECKPOINT_FILE, CheckpointStore
 from captioner.coco_metrics import COCO_METRICS
 from captioner.config import TrainConfig
 from captioner.data import (
@@ -28,6 +28,7 @@ from captioner.data import (
 )
 from captioner.distribute import is_chief, make_strategy
 from captioner.encoders import OFFLINE_ENCODERS, is_pretrained, native_image_size
+from captioner.encoders.blocks import check_block_count
 from captioner.encoders.grid_stride import FULL_STRIDE
 from captioner.errors import DatasetError
 from captioner.evaluation import evaluate_split
@@ -86,8 +87,10 @@ class ValidationCallback(keras.callbacks.Callback):
         log,
         selector: ModelSelector | None = None,
         features: np.ndarray | None = None,
+        stage: int = 1,
     ):
         super().__init__()
+        self.stage = stage  # 1: decoder training, 2: fine-tuning (see captioner.fine_tuning)
         self.vocab = vocab
         self.records = records
         self.features = features
@@ -113,7 +116,7 @@ class ValidationCallback(keras.callbacks.Callback):
         train_seconds = time.perf_counter() - self.epoch_started
         if self.captioner is None:
             self.captioner = Captioner(self.model, self.vocab)
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()}}
+        row = {"epoch": epoch + 1, "stage": self.stage, **{k: float(v) for k, v in logs.items()}}
         row["train_seconds"] = round(train_seconds, 2)
         selected = self.selector.metric
         if self.records:
@@ -136,7 +139,8 @@ class ValidationCallback(keras.callbacks.Callback):
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"
         )
-        self.log(f"epoch {epoch + 1}: {shown}{'  (best, saved)' if improved else ''}")
+        stage = " (fine-tuning)" if self.stage == 2 else ""
+        self.log(f"epoch {epoch + 1}{stage}: {shown}{'  (best, saved)' if improved else ''}")
         if self.selector.should_stop:
             self.log(
                 f"early stop: val {selected} has not improved for {self.selector.patience} "
@@ -358,14 +362,19 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     free-running validation metric `config.select_metric`), history.json, checkpoint.npz
     (to resume; the same call continues a killed run), training_curves.png and
     tensorboard/. With a frozen encoder and `config.feature_cache`, the decoder trains
-    from the encoder's cached features.
+    from the encoder's cached features. With `config.fine_tune_blocks`, a second stage
+    then fine-tunes the encoder's top blocks with the decoder (`captioner.fine_tuning`;
+    it resumes from fine_tune_checkpoint.npz).
 
     Raises:
         TrainingDiverged: the loss became NaN or Inf (the last good checkpoint is kept).
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved).
     """
+    from captioner.fine_tuning import check_fine_tuning, fine_tune  # it imports this module
+
     check_select_metric(config.select_metric)
     config = resolve_settings(config)
+    check_fine_tuning(config)
     data_path = resolve_dataset(config, log)
     records = load_karpathy(data_path, config.images, warn=log)
     train_records = [r for r in select_split(records, "train") if r.captions]
@@ -406,6 +415,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     with dtype_policy(policy), strategy.scope():
         model = build_model(config, len(vocab))
         log(f"model: {model.count_params():,} parameters, grid {model.grid_size}, {policy}")
+        if config.fine_tune_blocks:
+            check_block_count(model.encoder, config.fine_tune_blocks)  # before anything trains
         val_features = None
         if not model.train_encoder and config.feature_cache:
             lookup, train_records, val_features = feature_inputs(
@@ -471,10 +482,20 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
             f"{batches.steps_per_epoch} batches per epoch, "
             f"{batches.padded_share():.0%} of caption positions padded"
         )
+        first_stage_done = False
         if resuming and trainer.restore():
-            if trainer.epoch >= config.epochs or model.stop_training:
+            first_stage_done = trainer.epoch >= config.epochs or model.stop_training
+            if first_stage_done and not config.fine_tune_blocks:
                 log(f"{run_dir}: the run is already complete")
                 return run_dir
-            log(f"resuming from epoch {trainer.epoch + 1}, batch {trainer.batch}")
-        trainer.fit()
+            if not first_stage_done:
+                log(f"resuming from epoch {trainer.epoch + 1}, batch {trainer.batch}")
+        if not first_stage_done and chief:  # a fine-tuning checkpoint of an earlier run
+            (run_dir / FINE_TUNE_CHECKPOINT_FILE).unlink(missing_ok=True)
+        trainer.fit()  # nothing left to do when the first stage is done
+        if config.fine_tune_blocks:
+            fine_tune(
+                model, config, vocab, train_records, val_records, run_dir, trainer.state(),
+                strategy, policy, log, verbose,
+            )  # fmt: skip
     return run_dir

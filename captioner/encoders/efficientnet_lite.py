@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 from keras import layers, ops
 
+from captioner.encoders.blocks import layer_blocks
 from captioner.encoders.grid_stride import FULL_STRIDE, check_grid_stride, stages_within
 from captioner.encoders.torch_port import (
     load_torch_weights,
@@ -184,6 +185,10 @@ class EfficientNetLiteEncoder(keras.layers.Layer):
 
     def call(self, images, training=False):
         return self.model(self.preprocess(images), training=training)
+
+    def blocks(self) -> list[tuple[str, list[keras.layers.Layer]]]:
+        """The network's blocks, input to output: stem, block1a, ..., head (for fine-tuning)."""
+        return layer_blocks(self.model)
 
     def compute_output_shape(self, input_shape):
         return self.model.compute_output_shape(tuple(input_shape))
