@@ -13,14 +13,15 @@ from captioner.train_step import TrainStep
 
 
 @pytest.mark.parametrize(
-    "name, count, last",
+    "name, grid_stride, count, last",
     [
-        ("efficientnet_lite0", 18, ["block6d", "block7a", "head"]),
-        ("mobilenet_v2_tv", 19, ["block6c", "block7a", "head"]),
+        ("efficientnet_lite0", 32, 18, ["block6d", "block7a", "head"]),
+        ("mobilenet_v2_tv", 32, 19, ["block6c", "block7a", "head"]),
+        ("efficientnet_lite0", 16, 12, ["block5a", "block5b", "block5c"]),  # cut at stride 16
     ],
 )
-def test_blocks_run_from_the_stem_to_the_head(name, count, last):
-    encoder = build_encoder(name, 32)
+def test_blocks_run_from_the_stem_to_the_head(name, grid_stride, count, last):
+    encoder = build_encoder(name, 32, grid_stride=grid_stride)
     blocks = encoder.blocks()
     names = [block for block, _ in blocks]
     assert len(names) == count and names[0] == "stem" and names[-3:] == last

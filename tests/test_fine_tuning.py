@@ -46,6 +46,7 @@ def tiny_config(root, out, **changes) -> TrainConfig:
         encoder="efficientnet_lite0",
         encoder_weights="imagenet",  # real weights: healthy gradients in the top blocks
         image_size=64,
+        grid_stride=32,  # the whole network: its top blocks are block7a and the head
         embed_dim=8,
         units=16,
         attention_dim=8,
@@ -238,7 +239,8 @@ def test_settings_that_cannot_fine_tune_are_refused(changes, message):
 
 
 def test_the_command_line_refuses_fine_tuning_small_cnn_in_one_line(tmp_path, capsys):
-    code = main(["train", "--fine-tune-blocks", "2", "--out", str(tmp_path / "run")])
+    argv = ["train", "--encoder", "small_cnn", "--fine-tune-blocks", "2"]
+    code = main([*argv, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith("captioner: error: --fine-tune-blocks: the encoder small_cnn")
