@@ -1,7 +1,7 @@
 """Training-step speed of the two stages: decoder from cached features vs. fine-tuning.
 
     PYTHONPATH=. python benchmarks/fine_tuning_speed.py [--encoder efficientnet_lite0]
-        [--image-size 128] [--blocks 2] [--steps 5]
+        [--image-size 128] [--grid-stride 16] [--blocks 2] [--steps 5]
 
 On the first `--batch-size` x (`--steps` + 1) training images of the synthetic dataset
 (generated if missing) it times the real training step (`TrainStep`, three captions per
@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--grid-stride", type=int, default=16, choices=(16, 32))
     parser.add_argument("--data", default="data/synthetic")
     args = parser.parse_args()
     if not (Path(args.data) / "dataset.json").is_file():
@@ -76,15 +77,17 @@ def main() -> None:
             encoder=args.encoder,
             image_size=args.image_size,
             encoder_weights="imagenet",
+            grid_stride=args.grid_stride,
             train_encoder=train_encoder,
+            feature_norm=True,
         )
         model.build()
         return model
 
     print(
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, {args.encoder} at "
-        f"{args.image_size} px, batch {args.batch_size} images x 3 captions, "
-        f"median of {args.steps} steps"
+        f"{args.image_size} px cut at stride {args.grid_stride}, batch {args.batch_size} "
+        f"images x 3 captions, median of {args.steps} steps"
     )
     rows = []
     model = build()
