@@ -26,10 +26,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioner.batching import EpochBatches
 from captioner.checkpoint import FINE_TUNE_CHECKPOINT_FILE, CheckpointStore
 from captioner.config import TrainConfig
-from captioner.data import ImageRecord, encode_captions
+from captioner.data import ImageRecord
 from captioner.distribute import is_chief
 from captioner.encoders import OFFLINE_ENCODERS
 from captioner.encoders.blocks import unfreeze_top_blocks
@@ -41,7 +40,12 @@ from captioner.schedules import WarmupSchedule
 from captioner.selection import ModelSelector
 from captioner.train_step import TrainStep
 from captioner.trainer import Trainer
-from captioner.training import ValidationCallback, image_inputs, trains_encoder
+from captioner.training import (
+    ValidationCallback,
+    caption_batches,
+    image_inputs,
+    trains_encoder,
+)
 from captioner.vocab import Vocabulary
 
 
@@ -126,16 +130,7 @@ def fine_tune(
     trained = sum(int(np.prod(w.shape)) for w in model.encoder.trainable_weights)
 
     lookup, train_records = image_inputs(train_records, config.image_size)
-    caption_ids, caption_counts = encode_captions(train_records, vocab, config.max_length)
-    batches = EpochBatches(
-        lookup,
-        caption_ids,
-        caption_counts,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        bucketing=config.bucketing,
-        captions_per_image=config.captions_per_image,
-    )
+    batches = caption_batches(lookup, train_records, vocab, config)
     schedule = WarmupSchedule(
         config.fine_tune_learning_rate,
         decay_steps=config.fine_tune_epochs * batches.steps_per_epoch,

@@ -317,6 +317,22 @@ def image_inputs(
     return array_lookup(np.concatenate(images)), [records[i] for i in readable]
 
 
+def caption_batches(
+    lookup: InputLookup, records: list[ImageRecord], vocab: Vocabulary, config: TrainConfig
+) -> EpochBatches:
+    """The teacher-forcing batches of `records`' captions, their inputs from `lookup`."""
+    caption_ids, caption_counts = encode_captions(records, vocab, config.max_length)
+    return EpochBatches(
+        lookup,
+        caption_ids,
+        caption_counts,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        bucketing=config.bucketing,
+        captions_per_image=config.captions_per_image,
+    )
+
+
 def feature_inputs(
     model: CaptioningModel,
     config: TrainConfig,
@@ -424,16 +440,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
             )
         else:
             lookup, train_records = image_inputs(train_records, config.image_size)
-        caption_ids, caption_counts = encode_captions(train_records, vocab, config.max_length)
-        batches = EpochBatches(
-            lookup,
-            caption_ids,
-            caption_counts,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            bucketing=config.bucketing,
-            captions_per_image=config.captions_per_image,
-        )
+        batches = caption_batches(lookup, train_records, vocab, config)
         optimizer, schedule = make_optimizer(config, batches.steps_per_epoch, policy)
         model.compile(optimizer=optimizer)
         step = TrainStep(model, optimizer, strategy, config.clip_norm, config.jit_compile)
