@@ -2,7 +2,7 @@
 
 Prints captions/s for greedy and beam 3 and 5 at batch 1 and 64, for two configurations:
 
-- `main`: the main job's model (small_cnn at 128 px, 8x8 grid, LSTM 256, its 33-word
+- `main`: the small CNN model, once the main job's (small_cnn at 128 px, 8x8 grid, LSTM 256, 33-word
   vocabulary, 20 words + <end>), from cached encoder features and end to end from JPEG files
   (reading, resizing, encoding, decoding and building the per-word attention maps, as
   `caption_files` does; it reads the next batch while decoding the current one, which
