@@ -62,18 +62,6 @@ class CheckpointStore:
         np.savez(buffer, **arrays)
         write_bytes_atomic(self.path, buffer.getvalue())
 
-    def read_state(self) -> dict:
-        """The saved loop state alone, without touching any variable.
-
-        Raises:
-            ValueError: the file is unreadable.
-        """
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                return json.loads(str(data["state"]))
-        except (OSError, ValueError, EOFError, KeyError) as error:
-            raise ValueError(f"{self.path}: not a readable checkpoint ({error})") from None
-
     def load(self, model_variables: Sequence, optimizer_variables: Sequence) -> dict:
         """Assigns the saved values to the variables and returns the saved state.
 

@@ -69,7 +69,7 @@ def build_efficientnet_lite(
     variant: str = "lite0",
     image_size: int | None = None,
     include_top: bool = False,
-    grid_stride: int = 32,
+    grid_stride: int = FULL_STRIDE,
 ) -> tuple[keras.Model, dict[str, str]]:
     """The EfficientNet-Lite network on preprocessed inputs ((x - 127) / 128).
 
