@@ -35,14 +35,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from captioner.captioning import caption_files  # noqa: E402
-from captioner.data import resize_images  # noqa: E402
-from captioner.decoder import AttentionDecoder  # noqa: E402
-from captioner.images import load_image  # noqa: E402
-from captioner.inference import Captioner  # noqa: E402
-from captioner.model import CaptioningModel  # noqa: E402
-from captioner.search import beam_search, greedy_search  # noqa: E402
-from captioner.vocab import Vocabulary  # noqa: E402
+from captioner.data.image_pipeline import resize_images  # noqa: E402
+from captioner.data.images import load_image  # noqa: E402
+from captioner.data.vocabulary import Vocabulary  # noqa: E402
+from captioner.inference.caption_files import caption_files  # noqa: E402
+from captioner.inference.captioner import Captioner  # noqa: E402
+from captioner.inference.search import beam_search, greedy_search  # noqa: E402
+from captioner.models.captioning_model import CaptioningModel  # noqa: E402
+from captioner.models.decoder import AttentionDecoder  # noqa: E402
 
 BEAMS = (1, 3, 5)
 BATCHES = (1, 64)

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from captioner.encoders import OFFLINE_ENCODERS, build_encoder  # noqa: E402
+from captioner.models.encoders import OFFLINE_ENCODERS, build_encoder  # noqa: E402
 
 NATIVE_SIZE = {
     "efficientnet_lite0": 224,

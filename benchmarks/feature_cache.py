@@ -6,7 +6,7 @@ For every offline encoder at the given input size and grid stride (by default th
 job's: 128 px, cut at stride 16, standardised features) it measures, on the first `--images`
 training images of the synthetic dataset (generated if missing):
 
-- extraction images/s through the real pipeline (`captioner.features.extract_features`:
+- extraction images/s through the real pipeline (`captioner.data.feature_cache.extract_features`:
   PNG decoding, resizing, the encoder, float16 writes), next to the bare forward pass
   alone (`predict_on_batch` on images already in memory), so the pipeline's overhead shows;
 - the cache's size per image (L x D float16 values);
@@ -27,14 +27,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from captioner.batching import EpochBatches, memmap_lookup  # noqa: E402
-from captioner.data import encode_captions, image_dataset, load_karpathy, select_split  # noqa: E402
-from captioner.encoders import OFFLINE_ENCODERS  # noqa: E402
-from captioner.features import extract_features  # noqa: E402
-from captioner.model import CaptioningModel  # noqa: E402
-from captioner.synth import generate_dataset  # noqa: E402
-from captioner.training import image_inputs  # noqa: E402
-from captioner.vocab import Vocabulary  # noqa: E402
+from captioner.data.batching import (  # noqa: E402
+    EpochBatches,
+    encode_captions,  # noqa: E402
+    memmap_lookup,
+)
+from captioner.data.dataset import select_split
+from captioner.data.feature_cache import extract_features  # noqa: E402
+from captioner.data.image_pipeline import image_dataset
+from captioner.data.karpathy import load_karpathy
+from captioner.data.synthetic import generate_dataset  # noqa: E402
+from captioner.data.vocabulary import Vocabulary  # noqa: E402
+from captioner.models.captioning_model import CaptioningModel  # noqa: E402
+from captioner.models.encoders import OFFLINE_ENCODERS  # noqa: E402
+from captioner.training.inputs import image_inputs  # noqa: E402
 
 
 def seconds_per_call(fn, repeats: int) -> float:

@@ -27,14 +27,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from captioner.batching import EpochBatches, array_lookup  # noqa: E402
-from captioner.data import encode_captions, image_dataset, load_karpathy, select_split  # noqa: E402
-from captioner.distribute import make_strategy  # noqa: E402
-from captioner.encoders.blocks import unfreeze_top_blocks  # noqa: E402
-from captioner.model import CaptioningModel  # noqa: E402
-from captioner.synth import generate_dataset  # noqa: E402
-from captioner.train_step import TrainStep  # noqa: E402
-from captioner.vocab import Vocabulary  # noqa: E402
+from captioner.data.batching import (  # noqa: E402
+    EpochBatches,
+    array_lookup,
+    encode_captions,  # noqa: E402
+)
+from captioner.data.dataset import select_split
+from captioner.data.image_pipeline import image_dataset
+from captioner.data.karpathy import load_karpathy
+from captioner.data.synthetic import generate_dataset  # noqa: E402
+from captioner.data.vocabulary import Vocabulary  # noqa: E402
+from captioner.models.captioning_model import CaptioningModel  # noqa: E402
+from captioner.models.encoders.blocks import unfreeze_top_blocks  # noqa: E402
+from captioner.training.distribute import make_strategy  # noqa: E402
+from captioner.training.train_step import TrainStep  # noqa: E402
 
 
 def step_seconds(model, inputs, ids, counts, args) -> tuple[float, float]:

@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from captioner.data import ImageRecord, image_dataset, resize_image
+from captioner.data.dataset import ImageRecord
+from captioner.data.image_pipeline import image_dataset, resize_image
 
 
 def tf_io_dataset(records, image_size: int) -> tf.data.Dataset:

@@ -7,8 +7,8 @@ does not depend on their values) on captions of the synthetic dataset's length m
   loop over all T steps of every batch, the annotation projection `W_a a` recomputed at
   every step, no bucketing (every batch padded to the longest caption allowed);
 - plain-eager: the same step run eagerly (no `tf.function`);
-- ours: `captioner.train_step.TrainStep` on `captioner.batching.EpochBatches` (bucketed),
-  with float32, XLA (`jit_compile`) and mixed bfloat16 variants, and without bucketing.
+- ours: `captioner.training.train_step.TrainStep` on `captioner.data.batching.EpochBatches`
+  (bucketed), with float32, XLA (`jit_compile`) and mixed bfloat16 variants, and without bucketing.
 
 The variants' timed steps are interleaved in one process, one step of each in turn, so
 that they share whatever else loads the machine; each variant's peak memory is measured
@@ -48,7 +48,7 @@ def synthetic_captions(num_images: int, seed: int = 0) -> list[list[list[str]]]:
     """Captions (token lists) of synthetic scenes, without saving their images."""
     import numpy as np
 
-    from captioner.synth import describe, make_scene
+    from captioner.data.synthetic import describe, make_scene
 
     rng = np.random.default_rng(seed)
     return [describe(make_scene(rng, 64)[1]) for _ in range(num_images)]
@@ -58,8 +58,9 @@ def caption_data(num_images: int):
     """(ids (N, C, T + 1), counts (N,), vocabulary size)."""
     import numpy as np
 
-    from captioner.data import ImageRecord, encode_captions
-    from captioner.vocab import Vocabulary
+    from captioner.data.batching import encode_captions
+    from captioner.data.dataset import ImageRecord
+    from captioner.data.vocabulary import Vocabulary
 
     captions = synthetic_captions(num_images)
     vocab = Vocabulary.build(c for image in captions for c in image)
@@ -129,9 +130,9 @@ def plain_trainer(sizes: dict, vocab_size: int, compiled: bool):
 def our_trainer(sizes: dict, vocab_size: int, jit_compile: bool):
     import keras
 
-    from captioner.decoder import AttentionDecoder
-    from captioner.distribute import make_strategy
-    from captioner.train_step import TrainStep
+    from captioner.models.decoder import AttentionDecoder
+    from captioner.training.distribute import make_strategy
+    from captioner.training.train_step import TrainStep
 
     class FeatureCaptioner(keras.Model):
         """The decoder alone, trained from cached encoder features."""
@@ -164,8 +165,8 @@ class Variant:
     """One way of training, with its own batches (an endless stream over epochs)."""
 
     def __init__(self, name: str, sizes: dict, data: tuple, features):
-        from captioner.batching import EpochBatches, array_lookup
-        from captioner.training import dtype_policy
+        from captioner.data.batching import EpochBatches, array_lookup
+        from captioner.training.setup import dtype_policy
 
         ids, counts, vocab_size = data
         self.name = name

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from captioner.errors import CaptionerError  # noqa: E402  (no TensorFlow import)
-from captioner.images import DEFAULT_MAX_PIXELS  # noqa: E402
+from captioner.data.images import DEFAULT_MAX_PIXELS
+from captioner.errors import CaptionerError
+from captioner.runtime import start_tensorflow
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -36,8 +34,12 @@ TRAIN_HELP = {
     "feature_norm": "standardise the encoder's features per channel (default: for pretrained "
     "encoders)",
     "train_encoder": "train the encoder's weights (default: only for small_cnn)",
+    "grid_coordinates": "append every grid cell's (x, y) to its features, so that attention "
+    "knows where a cell is (not in the paper; default: on)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
-    "penalty_weight": "lambda of the doubly stochastic attention penalty",
+    "penalty_weight": "lambda of the doubly stochastic attention penalty, added to the mean "
+    "cross-entropy per word; the paper's lambda = 1 on the summed caption likelihood is about "
+    "1 / (words per caption) here (default: 0, see the README)",
     "min_count": "keep words seen at least this often in the training captions",
     "max_length": "longest caption in words (longer ones are truncated)",
     "val_images": "validation images scored after every epoch",
@@ -54,7 +56,8 @@ TRAIN_HELP = {
     "feature_cache": "folder of the frozen encoder's cached features ('' for none)",
     "captions_per_image": "captions decoded per image in a batch; the image is encoded once",
     "select_metric": "free-running validation metric that picks the best epoch: bleu1-4, "
-    "object_accuracy, pointing_accuracy, or meteor/rouge_l/cider with the coco extra",
+    "object_accuracy, pointing_accuracy_all_objects, or meteor/rouge_l/cider with the coco "
+    "extra",
     "early_stopping_patience": "stop after this many epochs without a better validation "
     "score (0: never)",
     "fine_tune_blocks": "after the decoder has trained, fine-tune the top N blocks of a frozen "
@@ -98,7 +101,7 @@ def _add_decoding_options(parser: argparse.ArgumentParser, default_beam: int) ->
         "--beam-size",
         type=_positive_int,
         default=default_beam,
-        help=f"beam width, 1 for greedy decoding (default: {default_beam})",
+        help=f"beam width; 1 with --length-penalty 0 is greedy decoding (default: {default_beam})",
     )
     parser.add_argument(
         "--length-penalty",
@@ -121,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captioner", description="Show, Attend and Tell image captioning."
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show tracebacks on errors and TensorFlow's start-up messages",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="generate the synthetic dataset")
@@ -202,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_synth(args) -> int:
-    from captioner.synth import generate_dataset
+    from captioner.data.synthetic import generate_dataset
 
     path = generate_dataset(
         args.out,
@@ -218,8 +225,8 @@ def run_synth(args) -> int:
 
 def run_train(args) -> int:
     from captioner.config import TrainConfig
-    from captioner.trainer import TrainingDiverged, TrainingInterrupted
-    from captioner.training import train
+    from captioner.training.train import train
+    from captioner.training.trainer import TrainingDiverged, TrainingInterrupted
 
     values = {
         f.name: getattr(args, f.name)
@@ -243,15 +250,15 @@ def _warn(line: str) -> None:
 
 
 def _load_captioner(run_dir: str, **options):
-    from captioner.inference import Captioner
+    from captioner.inference.captioner import Captioner
 
     # RunDirectoryError: reported by main(). `options`: the decoding settings.
     return Captioner.from_run_dir(run_dir, **options)
 
 
 def run_caption(args) -> int:
-    from captioner.captioning import caption_files
-    from captioner.images import expand_inputs
+    from captioner.data.images import expand_inputs
+    from captioner.inference.caption_files import caption_files
 
     captioner = _load_captioner(args.model, **_decoding_options(args))
     paths = expand_inputs(args.inputs)
@@ -282,9 +289,9 @@ def _print_results(results, output_format: str, as_text) -> int:
 
 
 def run_classify(args) -> int:
-    from captioner.classification import classify_files
-    from captioner.encoders import OFFLINE_ENCODERS, build_encoder
-    from captioner.images import expand_inputs
+    from captioner.data.images import expand_inputs
+    from captioner.inference.classification import classify_files
+    from captioner.models.encoders import OFFLINE_ENCODERS, build_encoder
 
     if args.encoder not in OFFLINE_ENCODERS:
         raise UsageError(
@@ -305,9 +312,10 @@ def run_classify(args) -> int:
 
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
-    from captioner.data import check_image_files, load_karpathy, select_split
-    from captioner.evaluation import ALL_COCO_METRICS, evaluate_split
-    from captioner.metrics import format_report
+    from captioner.data.dataset import check_image_files, select_split
+    from captioner.data.karpathy import load_karpathy
+    from captioner.evaluation.evaluate_split import ALL_COCO_METRICS, evaluate_split
+    from captioner.evaluation.metrics import format_report
 
     run_dir = Path(args.model)
     config = TrainConfig.load(run_dir / "config.json")
@@ -344,7 +352,7 @@ def run_evaluate(args) -> int:
 
 
 def run_export(args) -> int:
-    from captioner.export import export_model
+    from captioner.inference.export import export_model
 
     captioner = _load_captioner(args.model, **_decoding_options(args))
     formats = ("savedmodel", "tflite") if args.format == "both" else (args.format,)
@@ -366,6 +374,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "synth":
+            start_tensorflow(verbose=args.debug)
         return COMMANDS[args.command](args)
     except (UsageError, CaptionerError, OSError, ValueError) as error:
         # User errors (bad files, full disks, wrong arguments): one line; --debug re-raises.

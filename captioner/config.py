@@ -40,6 +40,9 @@ class TrainConfig:
     feature_dim: int = 0  # > 0: project the encoder's features to this depth first
     # Standardise the encoder's features per channel; None: for pretrained encoders.
     feature_norm: bool | None = None
+    # Append every grid cell's (x, y) in [-1, 1] to its features: a deviation from the paper,
+    # whose annotations carry no position; it tells attention where each cell is.
+    grid_coordinates: bool = True
     embed_dim: int = 64
     units: int = 256
     attention_dim: int = 128

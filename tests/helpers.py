@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"
+
 
 def write_karpathy(root: Path, with_filepath: bool = True, size: int = 40) -> Path:
     """A 6-image Karpathy file (train, restval, val, test) with its images."""
@@ -40,7 +43,7 @@ TINY_WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the", "smal
 
 def tiny_model(words=TINY_WORDS):
     """A built, untrained captioning model for 32 px images and `words` (+ 4 specials)."""
-    from captioner.model import CaptioningModel
+    from captioner.models.captioning_model import CaptioningModel
 
     model = CaptioningModel(
         len(words) + 4, image_size=32, embed_dim=8, units=16, attention_dim=8, max_length=6
@@ -52,8 +55,8 @@ def tiny_model(words=TINY_WORDS):
 def write_untrained_run(run_dir: Path, image_size: int = 32) -> Path:
     """A run directory (config, vocabulary, model) holding a tiny untrained model."""
     from captioner.config import TrainConfig
-    from captioner.model import CaptioningModel
-    from captioner.vocab import Vocabulary
+    from captioner.data.vocabulary import Vocabulary
+    from captioner.models.captioning_model import CaptioningModel
 
     run_dir.mkdir(parents=True, exist_ok=True)
     vocab = Vocabulary(["a", "red", "blue", "circle", "square"])

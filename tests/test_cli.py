@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from captioner.cli import main
-from captioner.visualize import load_attention
+from captioner.inference.visualize import load_attention
 
 TINY_MODEL = [
     "--encoder",

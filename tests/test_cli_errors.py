@@ -4,15 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from captioner.cli import main
 from captioner.errors import RunDirectoryError
+from tests.helpers import ROOT
 from tests.image_corpus import write_broken_images, write_valid_images
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_awkward_and_broken_images_in_one_call(untrained_run, tmp_path, capsys):
@@ -121,7 +119,7 @@ def test_ctrl_c_exits_130_with_one_line(untrained_run, tmp_path, monkeypatch, ca
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("captioner.captioning.caption_files", interrupted)
+    monkeypatch.setattr("captioner.inference.caption_files.caption_files", interrupted)
     assert main(["caption", "--model", str(untrained_run), str(tmp_path / "x.png")]) == 130
     assert capsys.readouterr().err == "captioner: interrupted\n"
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from captioner.config import TrainConfig
+from captioner.data.vocabulary import Vocabulary
 from captioner.errors import CaptionerError, DatasetError
 from captioner.files import (
     atomic_path,
@@ -15,7 +16,6 @@ from captioner.files import (
     write_bytes_atomic,
     write_json_atomic,
 )
-from captioner.vocab import Vocabulary
 
 
 def test_json_errors_name_the_file_line_and_column(tmp_path):

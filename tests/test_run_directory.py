@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from captioner.errors import RunDirectoryError
-from captioner.inference import Captioner
+from captioner.inference.captioner import Captioner
 
 
 def _copy(untrained_run, tmp_path):

@@ -1,0 +1,1 @@
+"""Evaluation: BLEU, the coco-caption metrics, attention grounding, scoring a split."""

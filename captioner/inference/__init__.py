@@ -1,0 +1,1 @@
+"""Inference: the captioner, greedy and beam search, captioning files, export, attention maps."""

@@ -1,0 +1,240 @@
+"""Captioning with a trained model: compiled decoding and per-image results."""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner.config import TrainConfig
+from captioner.data.vocabulary import Vocabulary
+from captioner.errors import RunDirectoryError
+from captioner.inference.search import beam_search, greedy_search
+
+MODEL_FILE = "model.keras"
+VOCAB_FILE = "vocab.json"
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass
+class Caption:
+    """One generated caption with the attention behind every word."""
+
+    words: list[str]
+    score: float
+    alphas: np.ndarray  # (len(words), gh, gw)
+    betas: np.ndarray  # (len(words),)
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def load_model_file(path: str | Path) -> keras.Model:
+    """Loads a saved `CaptioningModel` in Keras safe mode, without its optimizer.
+
+    Raises:
+        RunDirectoryError: the file is missing, truncated, not a `.keras` archive, holds
+            another kind of model, or asks to run code (refused by safe mode).
+    """
+    import captioner.models.captioning_model as model_module  # registers the custom layers
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # checks every member's CRC
+    except FileNotFoundError:
+        raise RunDirectoryError(f"{path}: no such model file") from None
+    except (zipfile.BadZipFile, EOFError):
+        raise RunDirectoryError(
+            f"{path}: not a .keras model file (not a zip archive: truncated or another format)"
+        ) from None
+    except OSError as error:
+        raise RunDirectoryError(f"{path}: cannot read file ({error.strerror or error})") from None
+    if damaged is not None:
+        raise RunDirectoryError(f"{path}: damaged model file ({damaged} fails its checksum)")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # noqa: BLE001  (Keras raises many types for bad archives)
+        reason = " ".join(str(error).split())
+        if "safe_mode" in reason:
+            first_sentence = reason.split(". ")[0]
+            raise RunDirectoryError(
+                f"{path}: refused by Keras safe mode, loading it would run code stored in the "
+                f"file ({first_sentence})"
+            ) from None
+        raise RunDirectoryError(
+            f"{path}: cannot load the model ({type(error).__name__}: {reason[:300]})"
+        ) from None
+    if not isinstance(model, model_module.CaptioningModel):
+        raise RunDirectoryError(
+            f"{path}: a {type(model).__name__}, not a captioning model saved by captioner"
+        )
+    return model
+
+
+class Captioner:
+    """Generates captions for batches of images with a `CaptioningModel`.
+
+    Args:
+        model: a built `CaptioningModel`.
+        vocab: its vocabulary.
+        max_length: the most words to generate (defaults to the model's).
+        beam_size: 1 for greedy decoding, more for beam search.
+        length_penalty: beam search ranks captions by log-probability / length ** this.
+        suppress_unk: never generate `<unk>`.
+        jit_compile: compile the search with XLA.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        vocab: Vocabulary,
+        max_length: int | None = None,
+        *,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        suppress_unk: bool = False,
+        jit_compile: bool = False,
+    ):
+        if len(vocab) != model.vocab_size:
+            raise ValueError(
+                f"vocabulary has {len(vocab)} words but the model was built for {model.vocab_size}"
+            )
+        if beam_size < 1:
+            raise ValueError(f"beam size must be at least 1, got {beam_size}")
+        self.model = model
+        self.vocab = vocab
+        self.max_length = max_length or model.max_length
+        self.beam_size = beam_size
+        self.length_penalty = length_penalty
+        self.suppress_unk = suppress_unk
+        self.image_size = model.image_size
+        self.grid_size = model.grid_size
+        signature = tf.TensorSpec((None, self.image_size, self.image_size, 3), tf.uint8)
+        self._generate = tf.function(
+            self.generate_graph, input_signature=[signature], jit_compile=jit_compile
+        )
+        # Cached grid features: (B, L, D_encoder) float32, one trace for every batch size.
+        _, grid_h, grid_w, depth = model.encoder.compute_output_shape(
+            (None, self.image_size, self.image_size, 3)
+        )
+        features_signature = tf.TensorSpec((None, grid_h * grid_w, depth), tf.float32)
+        self._generate_from_features = tf.function(
+            self.generate_from_features_graph,
+            input_signature=[features_signature],
+            jit_compile=jit_compile,
+        )
+
+    @property
+    def settings(self) -> dict:
+        """The decoding settings, as reported next to scores."""
+        greedy = self.beam_size == 1 and self.length_penalty == 0
+        return {
+            "decoding": "greedy" if greedy else "beam",
+            "beam_size": self.beam_size,
+            "length_penalty": self.length_penalty,
+            "suppress_unk": self.suppress_unk,
+            "max_length": self.max_length,
+        }
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, **options) -> Captioner:
+        """Loads the model and vocabulary that `captioner train` wrote to `run_dir`.
+
+        `options` are the decoding settings of the constructor (beam_size, ...).
+
+        Raises:
+            RunDirectoryError: a missing, truncated, incompatible or unsafe file; the message
+                names it. The model loads in Keras safe mode, so no file can run code.
+        """
+        run_dir = Path(run_dir)
+        if not run_dir.exists():
+            raise RunDirectoryError(f"{run_dir}: no such run directory")
+        if not run_dir.is_dir():
+            raise RunDirectoryError(f"{run_dir}: not a run directory (a file)")
+        for name in (MODEL_FILE, VOCAB_FILE, CONFIG_FILE):
+            if not (run_dir / name).is_file():
+                raise RunDirectoryError(f"{run_dir}: not a run directory (no {name})")
+        TrainConfig.load(run_dir / CONFIG_FILE)  # refuses runs of an incompatible version
+        vocab = Vocabulary.load(run_dir / VOCAB_FILE)
+        model = load_model_file(run_dir / MODEL_FILE)
+        if len(vocab) != model.vocab_size:
+            raise RunDirectoryError(
+                f"{run_dir / VOCAB_FILE}: {len(vocab)} words, but {MODEL_FILE} was built for "
+                f"{model.vocab_size}; the two files come from different runs"
+            )
+        return cls(model, vocab, **options)
+
+    def search(self, annotations):
+        """Decodes (B, L, D) annotations with the configured search (`captioner.inference.search`).
+
+        This is the one search entry point: the annotations may come from images
+        (`model.encode`) or from cached grid features (`model.annotate`).
+        """
+        decoder = self.model.decoder
+        banned = [self.vocab.pad_id, self.vocab.start_id]
+        if self.suppress_unk:
+            banned.append(self.vocab.unk_id)
+        options = dict(
+            start_id=self.vocab.start_id,
+            end_id=self.vocab.end_id,
+            max_length=self.max_length + 1,  # room for <end>
+            banned_ids=tuple(banned),
+            pad_id=self.vocab.pad_id,
+        )
+        state = decoder.initial_state(annotations)
+        if self.settings["decoding"] == "greedy":
+            return greedy_search(decoder.step, state, **options)
+        return beam_search(
+            decoder.step,
+            state,
+            beam_size=self.beam_size,
+            length_penalty=self.length_penalty,
+            static_entries=decoder.static_state_entries,
+            **options,
+        )
+
+    def generate_graph(self, images):
+        """(B, S, S, 3) uint8 images -> the search output; traceable by `tf.function`."""
+        annotations, _ = self.model.encode(images)
+        return self.search(annotations)
+
+    def generate_from_features_graph(self, features):
+        """(B, L, D_encoder) cached grid features -> the search output; traceable."""
+        return self.search(self.model.annotate(features))
+
+    def generate(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw search output for (B, S, S, 3) uint8 images, as NumPy arrays."""
+        return {k: v.numpy() for k, v in self._generate(tf.convert_to_tensor(images)).items()}
+
+    def caption(self, images: np.ndarray) -> list[Caption]:
+        """Captions for (B, S, S, 3) uint8 images, attention maps shaped (words, gh, gw)."""
+        return self._captions(self.generate(images))
+
+    def caption_features(self, features: np.ndarray) -> list[Caption]:
+        """Captions from cached encoder grids (B, L, D), as `model.grid_features` gives."""
+        out = self._generate_from_features(tf.convert_to_tensor(np.asarray(features, np.float32)))
+        return self._captions({k: v.numpy() for k, v in out.items()})
+
+    def _captions(self, out: dict[str, np.ndarray]) -> list[Caption]:
+        gh, gw = self.grid_size
+        captions = []
+        for tokens, score, alphas, betas in zip(
+            out["tokens"], out["scores"], out["alphas"], out["betas"]
+        ):
+            words = self.vocab.decode(tokens)
+            n = len(words)
+            captions.append(
+                Caption(
+                    words=words,
+                    score=float(score),
+                    alphas=alphas[:n].reshape(n, gh, gw).astype(np.float32),
+                    betas=betas[:n].astype(np.float32),
+                )
+            )
+        return captions

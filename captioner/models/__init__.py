@@ -1,0 +1,1 @@
+"""Models: the encoders, soft attention, the attention decoder and the captioning model."""

@@ -1,0 +1,153 @@
+"""The LSTM caption decoder with soft attention, gating scalar and deep output."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from captioner.models.attention import SoftAttention
+
+ATTENTION_MODES = ("soft", "mean")
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class AttentionDecoder(keras.layers.Layer):
+    """Show, Attend and Tell decoder, written as one step function run over time.
+
+    - initial state `h_0 = tanh(W_ih mean_i a_i)`, `c_0 = tanh(W_ic mean_i a_i)`;
+    - context `z_t = beta_t * sum_i alpha_ti a_i`, `beta_t = sigmoid(w_beta h_{t-1})`;
+    - LSTM on `[E y_{t-1}; z_t]`;
+    - logits `L_o dropout(E y_{t-1} + L_h h_t + L_z z_t)`.
+
+    The decoding state is the tuple `(h, c, annotations, projected)`, every entry with the
+    batch first, so that a search can reorder or tile it along the batch. Its entries listed
+    in `static_state_entries` (the annotations and their projection) never change from step
+    to step.
+
+    Args:
+        vocab_size: V.
+        embed_dim: E.
+        units: H, the LSTM size.
+        attention_dim: A.
+        dropout: rate before the output layer.
+        attention: "soft", or "mean" for the ablation that uses the mean annotation
+            (uniform alpha) at every step.
+    """
+
+    static_state_entries = (2, 3)
+
+    def __init__(
+        self,
+        vocab_size,
+        embed_dim=64,
+        units=256,
+        attention_dim=128,
+        dropout=0.3,
+        attention="soft",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        self.vocab_size = vocab_size
+        self.embed_dim = embed_dim
+        self.units = units
+        self.attention_dim = attention_dim
+        self.dropout_rate = dropout
+        self.attention_mode = attention
+        self.embedding = layers.Embedding(vocab_size, embed_dim, name="E")
+        self.init_h = layers.Dense(units, activation="tanh", name="W_ih")
+        self.init_c = layers.Dense(units, activation="tanh", name="W_ic")
+        # The ablation has no attention weights at all.
+        self.attention = (
+            SoftAttention(attention_dim, name="attention") if attention == "soft" else None
+        )
+        self.gate = layers.Dense(1, activation="sigmoid", name="w_beta")
+        self.cell = layers.LSTMCell(units, name="lstm")
+        self.out_h = layers.Dense(embed_dim, use_bias=False, name="L_h")
+        self.out_z = layers.Dense(embed_dim, use_bias=False, name="L_z")
+        self.dropout = layers.Dropout(dropout)
+        self.out = layers.Dense(vocab_size, name="L_o")
+
+    def initial_state(self, annotations):
+        """(B, L, D) annotations -> the decoding state `(h_0, c_0, annotations, projected)`."""
+        mean = ops.mean(annotations, axis=1)  # (B, D)
+        if self.attention is None:
+            projected = annotations  # unused by the ablation; keeps the state's structure
+        else:
+            projected = self.attention.project(annotations)  # (B, L, A), once per image
+        return self.init_h(mean), self.init_c(mean), annotations, projected
+
+    def _attend(self, state):
+        h, _, annotations, projected = state
+        if self.attention is None:
+            length = ops.shape(annotations)[1]
+            alpha = ops.ones_like(annotations[..., 0]) / ops.cast(length, annotations.dtype)
+            context = ops.mean(annotations, axis=1)
+        else:
+            context, alpha = self.attention(annotations, projected, h)
+        beta = self.gate(h)  # (B, 1)
+        return beta * context, alpha, beta[:, 0]
+
+    def _recur(self, embedded, state, training):
+        """One LSTM step from an embedded previous word; returns (h, z, alpha, beta, state)."""
+        z, alpha, beta = self._attend(state)  # (B, D), (B, L), (B,)
+        h_prev, c_prev, annotations, projected = state
+        x = ops.concatenate([embedded, z], axis=-1)  # (B, E + D)
+        h, (_, c) = self.cell(x, [h_prev, c_prev], training=training)
+        return h, z, alpha, beta, (h, c, annotations, projected)
+
+    def _logits(self, embedded, h, z, training):
+        """Deep output; works on (B, ·) and (B, T, ·) inputs alike."""
+        hidden = embedded + self.out_h(h) + self.out_z(z)
+        return self.out(self.dropout(hidden, training=training))
+
+    def step(self, tokens, state, training=False):
+        """One decoding step.
+
+        Args:
+            tokens: (B,) int ids of the previous words.
+            state: the decoding state.
+
+        Returns:
+            logits (B, V), the new state, alpha (B, L), beta (B,).
+        """
+        embedded = self.embedding(tokens)  # (B, E)
+        h, z, alpha, beta, state = self._recur(embedded, state, training)
+        return self._logits(embedded, h, z, training), state, alpha, beta
+
+    def call(self, annotations, caption_in, training=False):
+        """Teacher forcing: the step function run over the given previous words.
+
+        Args:
+            annotations: (B, L, D).
+            caption_in: (B, T) ids, `<start> w1 … w_{T-1}` (padded).
+
+        Returns:
+            logits (B, T, V), alphas (B, T, L), betas (B, T).
+        """
+        embedded = self.embedding(caption_in)  # (B, T, E)
+        state = self.initial_state(annotations)
+        hs, zs, alphas, betas = [], [], [], []
+        for t in range(caption_in.shape[1]):
+            h, z, alpha, beta, state = self._recur(embedded[:, t], state, training)
+            hs.append(h)
+            zs.append(z)
+            alphas.append(alpha)
+            betas.append(beta)
+        hs = ops.stack(hs, axis=1)  # (B, T, H)
+        zs = ops.stack(zs, axis=1)  # (B, T, D)
+        logits = self._logits(embedded, hs, zs, training)  # (B, T, V)
+        return logits, ops.stack(alphas, axis=1), ops.stack(betas, axis=1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocab_size=self.vocab_size,
+            embed_dim=self.embed_dim,
+            units=self.units,
+            attention_dim=self.attention_dim,
+            dropout=self.dropout_rate,
+            attention=self.attention_mode,
+        )
+        return config

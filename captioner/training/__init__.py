@@ -1,0 +1,1 @@
+"""Training: settings, inputs, the resumable loop and its step, fine-tuning, selection."""

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from keras import ops
+
+from captioner.models.attention import SoftAttention
+from captioner.models.decoder import AttentionDecoder
+
+B, L, D, V, T = 3, 6, 8, 11, 5
+
+
+@pytest.fixture
+def annotations():
+    return np.random.default_rng(0).normal(size=(B, L, D)).astype(np.float32)
+
+
+def test_attention_weights_sum_to_one_over_the_grid(annotations):
+    attention = SoftAttention(7)
+    projected = attention.project(annotations)
+    assert tuple(projected.shape) == (B, L, 7)
+    h = np.random.default_rng(1).normal(size=(B, 16)).astype(np.float32)
+    context, alpha = attention(annotations, projected, h)
+    alpha = ops.convert_to_numpy(alpha)
+    assert alpha.shape == (B, L) and np.all(alpha > 0)
+    np.testing.assert_allclose(alpha.sum(axis=1), 1.0, rtol=1e-6)
+    # the context is the alpha-weighted sum of the annotations
+    expected = np.einsum("bl,bld->bd", alpha, annotations)
+    np.testing.assert_allclose(ops.convert_to_numpy(context), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["soft", "mean"])
+def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, attention):
+    decoder = AttentionDecoder(V, embed_dim=4, units=16, attention_dim=7, attention=attention)
+    caption_in = np.random.default_rng(2).integers(1, V, size=(B, T)).astype(np.int32)
+    logits, alphas, betas = (ops.convert_to_numpy(x) for x in decoder(annotations, caption_in))
+    assert logits.shape == (B, T, V) and alphas.shape == (B, T, L)
+    state = decoder.initial_state(annotations)
+    for t in range(T):
+        step_logits, state, alpha, beta = decoder.step(caption_in[:, t], state)
+        step_logits, alpha, beta = (ops.convert_to_numpy(x) for x in (step_logits, alpha, beta))
+        np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(alpha, alphas[:, t], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(beta, betas[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_mean_ablation_attends_uniformly(annotations):
+    decoder = AttentionDecoder(V, embed_dim=4, units=16, attention="mean")
+    _, alphas, _ = decoder(annotations, np.ones((B, 2), np.int32))
+    np.testing.assert_allclose(ops.convert_to_numpy(alphas), 1.0 / L, rtol=1e-6)
+    assert decoder.attention is None
+
+
+def test_initial_state_comes_from_the_mean_annotation(annotations):
+    decoder = AttentionDecoder(V, embed_dim=4, units=16, attention_dim=7)
+    h0, c0 = (ops.convert_to_numpy(x) for x in decoder.initial_state(annotations)[:2])
+    shuffled = annotations[:, ::-1]  # same mean, other order
+    h0b, c0b = (ops.convert_to_numpy(x) for x in decoder.initial_state(shuffled)[:2])
+    np.testing.assert_allclose(h0, h0b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(c0, c0b, rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(h0) < 1)  # tanh
+
+
+def test_unknown_attention_mode_is_refused():
+    with pytest.raises(ValueError, match="attention must be one of"):
+        AttentionDecoder(V, attention="hard")

@@ -1,0 +1,106 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from captioner.config import TrainConfig
+from captioner.inference.captioner import CONFIG_FILE
+from captioner.models.captioning_model import CaptioningModel, caption_loss
+from captioner.training.checkpoint import CHECKPOINT_FILE
+from captioner.training.distribute import make_strategy
+from captioner.training.setup import (
+    check_resumable,
+    dtype_policy,
+    precision_policy,
+    resolve_settings,
+)
+from captioner.training.train_step import TrainStep
+
+
+def test_precision_policies():
+    assert precision_policy("float32") == "float32"
+    assert precision_policy("mixed") == "mixed_bfloat16"  # no GPU in the tests
+    assert precision_policy("mixed_float16") == "mixed_float16"
+    with pytest.raises(ValueError, match="precision must be"):
+        precision_policy("half")
+
+
+def test_resume_only_with_the_same_settings(tmp_path):
+    config = TrainConfig(out=str(tmp_path))
+    assert not check_resumable(config, tmp_path)  # no checkpoint
+    config.save(tmp_path / CONFIG_FILE)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
+    assert check_resumable(config, tmp_path)
+    assert check_resumable(dataclasses.replace(config, checkpoint_steps=7), tmp_path)
+    assert not check_resumable(dataclasses.replace(config, resume=False), tmp_path)
+    changed = dataclasses.replace(config, learning_rate=0.5, batch_size=3)
+    with pytest.raises(ValueError, match=r"checkpoint.npz.*\(batch_size, learning_rate\)"):
+        check_resumable(changed, tmp_path)
+
+
+def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    sequences = rng.integers(1, 9, (4, 6)).astype(np.int32)
+    with dtype_policy("mixed_bfloat16"):
+        model = CaptioningModel(9, image_size=32, embed_dim=8, units=16, attention_dim=8)
+        model.build()
+        optimizer = keras.optimizers.Adam(1e-3)
+        step = TrainStep(model, optimizer, make_strategy("default"))
+        outputs = model((images, sequences[:, :-1]))
+        losses = step(((images, sequences[:, :-1]), sequences[:, 1:]))
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert outputs["logits"].dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert all(np.isfinite(v) for v in losses.values())
+    assert losses["loss"] > 0
+
+
+def test_step_on_several_captions_per_image_reports_the_flat_loss():
+    rng = np.random.default_rng(1)
+    model = CaptioningModel(
+        9, image_size=32, embed_dim=8, units=16, attention_dim=8, dropout=0.0, train_encoder=False
+    )
+    model.build()
+    features = model.grid_features(rng.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8))
+    sequences = rng.integers(1, 9, (2, 3, 6)).astype(np.int32)  # (B, C, T + 1)
+    sequences[1, 2] = 0  # an image with 2 captions: one all-padding row
+    targets = sequences[..., 1:]
+    outputs = model((features, sequences[..., :-1]))
+    _, cross_entropy, penalty = caption_loss(targets, outputs["logits"], outputs["alphas"])
+    step = TrainStep(model, keras.optimizers.Adam(1e-3), make_strategy("default"))
+    losses = step(((features, sequences[..., :-1]), targets))
+    np.testing.assert_allclose(losses["xent"], float(cross_entropy), rtol=1e-5)
+    np.testing.assert_allclose(losses["penalty"], float(penalty), rtol=1e-5)
+    # the padding row counts nowhere: the penalty is the mean over the 5 real captions
+    flat = targets.reshape(6, -1)[:5]
+    alphas = keras.ops.convert_to_numpy(outputs["alphas"])[:5]
+    coverage = (alphas * (flat != 0)[..., None]).sum(axis=1)
+    np.testing.assert_allclose(losses["penalty"], ((1 - coverage) ** 2).sum(-1).mean(), rtol=1e-5)
+
+
+def test_automatic_model_settings_follow_the_data_and_the_encoder():
+    synthetic = resolve_settings(TrainConfig())
+    assert (synthetic.encoder, synthetic.image_size, synthetic.grid_stride) == (
+        "efficientnet_lite0",
+        128,
+        16,
+    )
+    assert synthetic.encoder_weights == "imagenet" and synthetic.feature_norm is True
+    photos = resolve_settings(TrainConfig(data="coco/dataset.json"))
+    assert (photos.encoder, photos.image_size, photos.grid_stride) == (
+        "efficientnet_lite2",
+        260,
+        16,
+    )
+    scratch = resolve_settings(TrainConfig(encoder="small_cnn"))
+    assert (scratch.encoder_weights, scratch.image_size, scratch.grid_stride) == ("none", 128, 32)
+    assert scratch.feature_norm is False
+    backbone = resolve_settings(TrainConfig(data="d.json", encoder="inception_v3"))
+    assert (backbone.image_size, backbone.grid_stride) == (299, 32)
+    explicit = TrainConfig(
+        encoder="mobilenet_v2_tv", image_size=96, grid_stride=32, feature_norm=False
+    )
+    assert resolve_settings(explicit) == explicit
+    assert resolve_settings(synthetic) == synthetic  # resolving twice changes nothing
