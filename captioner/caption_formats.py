@@ -298,18 +298,20 @@ def _load_token_file(
     if not captions:
         raise _no_usable_images(path, problems)
     lists = _split_lists(path, fmt)
-    if lists:
-        split_of = _read_split_lists(lists, captions, path, warn)
-        for name in captions:
-            if name not in split_of:
-                problems.add("captioned images in no split list (dropped)", name)
-        split_source = "split lists " + ", ".join(p.name for p in lists.values())
-    else:
+    if not lists:
+        problems.report(warn)
         split_of, split_source = _made_split(path, captions, seed, warn)
+        return _records(captions, split_of, root), DatasetInfo(fmt, path, split_source, None, root)
+    split_of, list_problems = _read_split_lists(lists, captions, path)
+    for name in captions:
+        if name not in split_of:
+            problems.add("captioned images in no split list (dropped)", name)
     records = _records(captions, split_of, root)
     if not records:
         raise _no_usable_images(path, problems)
-    problems.report(warn)
+    for found in (problems, *list_problems):  # in the order the files were read
+        found.report(warn)
+    split_source = "split lists " + ", ".join(p.name for p in lists.values())
     return records, DatasetInfo(fmt, path, split_source, None, root)
 
 
@@ -340,10 +342,11 @@ def _read_split_lists(
     lists: dict[str, Path],
     captions: dict[str, list[list[str]]],
     token_path: Path,
-    warn: Callable[[str], None],
-) -> dict[str, str]:
-    """Each listed image's split, from the split lists (one image name per line)."""
+) -> tuple[dict[str, str], list[DatasetProblems]]:
+    """Each listed image's split, from the split lists (one image name per line), and the
+    problems of each list."""
     where: dict[str, tuple[str, Path, int]] = {}
+    found = []
     for split, list_path in lists.items():
         text = read_text(list_path, DatasetError)
         problems = DatasetProblems(list_path)
@@ -379,8 +382,8 @@ def _read_split_lists(
                 f"({len(uncaptioned)} of {len(listed)} listed images have none: "
                 "the split list of another dataset?)"
             )
-        problems.report(warn)
-    return {name: split for name, (split, _, _) in where.items()}
+        found.append(problems)
+    return {name: split for name, (split, _, _) in where.items()}, found
 
 
 def _load_captions_csv(
@@ -436,8 +439,8 @@ def _load_captions_csv(
     lines.check()
     if not captions:
         raise _no_usable_images(path, problems)
-    split_of, split_source = _made_split(path, captions, seed, warn)
     problems.report(warn)
+    split_of, split_source = _made_split(path, captions, seed, warn)
     info = DatasetInfo("captions-csv", path, split_source, default_root, root)
     return _records(captions, split_of, root), info
 
