@@ -43,7 +43,7 @@ line, for line-based files).
   named); a split list whose names mostly have no captions (another dataset's list); no
   usable image at all.
 - Warnings (the line or entry dropped): malformed lines in a mostly good file (no tab, bad
-  `NAME#K` id, wrong number of CSV columns, a quoted caption running over lines), empty
+  `NAME#K` id, wrong number of CSV columns, a quoted field running over lines), empty
   captions, duplicate caption ids, captioned images named in no split list, split-list names
   without captions, names repeated in one split list, malformed COCO entries, COCO captions
   of unknown images, COCO images without captions.
@@ -416,16 +416,17 @@ def _load_captions_csv(
                     )
                 image_column, caption_column = header.index("image"), header.index("caption")
                 continue
-            lines.total += end - start + 1
+            spanned = end - start + 1
+            lines.total += spanned
+            if any("\n" in field for field in row):
+                message = f"a quoted field runs over {spanned} lines (unclosed quote?)"
+                lines.malformed(start, "quoted fields over several lines", message, spanned)
+                continue
             if len(row) != len(header):
                 message = f"expected {len(header)} columns, found {len(row)}"
                 lines.malformed(start, "rows with a wrong number of columns", message)
                 continue
             name, raw = row[image_column].strip(), row[caption_column]
-            if "\n" in raw:
-                message = f"a quoted caption runs over {end - start + 1} lines (unclosed quote?)"
-                lines.malformed(start, "captions over several lines", message, end - start + 1)
-                continue
             if not name:
                 lines.malformed(start, "rows without an image name", "no image name")
                 continue

@@ -220,8 +220,15 @@ def test_csv_line_errors_name_the_line(tmp_path):
         "line 7 (expected 2 columns, found 1)"
         for w in warnings
     )
-    assert any(
-        "line 8 (a quoted caption runs over 2 lines (unclosed quote?))" in w for w in warnings
+    assert any("line 8 (a quoted field runs over 2 lines (unclosed quote?))" in w for w in warnings)
+
+
+def test_an_unclosed_quote_that_swallows_the_file_is_refused(tmp_path):
+    rows = "".join(f"{i}.jpg,A dog number {i} .\n" for i in range(30))
+    path = _write_csv(tmp_path, 'image,caption\na.jpg,A dog .\nb.jpg,"A cat .\n' + rows)
+    message = _error(path)
+    assert message == (
+        f"{path}:3: a quoted field runs over 31 lines (unclosed quote?) (31 of 32 lines malformed)"
     )
 
 
