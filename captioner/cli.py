@@ -16,11 +16,14 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 TRAIN_HELP = {
-    "data": "Karpathy-format dataset JSON (default: the built-in synthetic dataset)",
-    "images": "root folder of the dataset's images (default: the JSON's folder)",
+    "data": "captions: a Karpathy split JSON, Flickr8k's Flickr8k.token.txt (with its split "
+    "lists beside it), Flickr30k's token file, a captions.txt CSV (image,caption) or a COCO "
+    "captions_*.json; a folder holding one (default: the built-in synthetic dataset)",
+    "images": "root folder of the dataset's images (default: the JSON's folder; Flickr "
+    "token files need it)",
     "synthetic_dir": "where the synthetic dataset is generated and reused",
     "skip_missing": "train without the dataset's missing image files (default: refuse)",
-    "out": "run directory",
+    "out": "run directory (default: runs/NAME after the data: runs/synthetic, runs/flickr8k)",
     "encoder": "encoder name: small_cnn, an offline ImageNet encoder (efficientnet_lite0/1/2, "
     "mobilenet_v2_tv) or a keras.applications backbone (e.g. resnet50) (default: "
     "efficientnet_lite0 on the synthetic data, efficientnet_lite2 with --data)",
@@ -109,7 +112,12 @@ def _add_decoding_options(parser: argparse.ArgumentParser, default_beam: int) ->
         default=0.0,
         help="rank beams by log-probability / length ** this (default: 0, the plain sum)",
     )
-    parser.add_argument("--suppress-unk", action="store_true", help="never generate <unk>")
+    parser.add_argument(
+        "--suppress-unk",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="never generate <unk>, take the next likeliest word (default: on)",
+    )
 
 
 def _decoding_options(args) -> dict:
@@ -178,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a model on a dataset split")
     evaluate.add_argument("--model", required=True, help="run directory of a trained model")
-    evaluate.add_argument("--data", help="dataset JSON (default: the one the model trained on)")
+    evaluate.add_argument(
+        "--data", help="captions in any format train reads (default: the model's training data)"
+    )
     evaluate.add_argument("--images", help="root folder of the dataset's images")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
     evaluate.add_argument("--out", help="output folder (default: RUN_DIR/SPLIT)")
@@ -313,7 +323,7 @@ def run_classify(args) -> int:
 def run_evaluate(args) -> int:
     from captioner.config import TrainConfig
     from captioner.data.dataset import check_image_files, select_split
-    from captioner.data.karpathy import load_karpathy
+    from captioner.data.formats import load_dataset
     from captioner.evaluation.evaluate_split import ALL_COCO_METRICS, evaluate_split
     from captioner.evaluation.metrics import format_report
 
@@ -321,9 +331,9 @@ def run_evaluate(args) -> int:
     config = TrainConfig.load(run_dir / "config.json")
     data = args.data or config.data or str(Path(config.synthetic_dir) / "dataset.json")
     images = args.images if args.data else (args.images or config.images)
-    if not Path(data).is_file():
+    if not Path(data).exists():
         raise UsageError(f"{data}: no such dataset file")
-    records = load_karpathy(data, images, warn=_warn)
+    records, _ = load_dataset(data, images, warn=_warn)
     records = [r for r in select_split(records, args.split) if r.captions]
     if not records:
         raise UsageError(f"{data}: no {args.split} images with captions")

@@ -15,9 +15,9 @@ CONFIG_VERSION = 1
 class TrainConfig:
     """Settings of one training run; the defaults are the synthetic main job's.
 
-    Data: `data` is a Karpathy-format JSON (None: the built-in synthetic dataset, generated
-    under `synthetic_dir` on first use) and `images` the root its image paths are relative
-    to (None: the JSON's folder).
+    Data: `data` is a caption file in any format `captioner.data.formats` reads (None: the
+    built-in synthetic dataset, generated under `synthetic_dir` on first use) and `images`
+    the root its image paths are relative to (None: the format's default).
     """
 
     data: str | None = None
@@ -26,7 +26,7 @@ class TrainConfig:
     # Where a frozen encoder's features are cached ("" turns the cache off).
     feature_cache: str = "data/feature_cache"
     skip_missing: bool = False  # train without missing image files instead of refusing
-    out: str = "runs/synthetic"
+    out: str = ""  # "": runs/NAME, named after the dataset (runs/synthetic, runs/flickr8k)
 
     # Model. "", 0 and None are automatic, made concrete by `training.resolve_settings`
     # before anything is built or saved (a run's config.json holds the values it used).

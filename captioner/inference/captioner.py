@@ -86,7 +86,8 @@ class Captioner:
         max_length: the most words to generate (defaults to the model's).
         beam_size: 1 for greedy decoding, more for beam search.
         length_penalty: beam search ranks captions by log-probability / length ** this.
-        suppress_unk: never generate `<unk>`.
+        suppress_unk: never generate `<unk>` (on by default: a caption shown to a person
+            should not say it; the next likeliest word is taken instead).
         jit_compile: compile the search with XLA.
     """
 
@@ -98,7 +99,7 @@ class Captioner:
         *,
         beam_size: int = 1,
         length_penalty: float = 0.0,
-        suppress_unk: bool = False,
+        suppress_unk: bool = True,
         jit_compile: bool = False,
     ):
         if len(vocab) != model.vocab_size:

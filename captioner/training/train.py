@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,8 @@ import numpy as np
 
 from captioner.config import TrainConfig
 from captioner.data.dataset import check_image_files, count_long_captions, select_split
+from captioner.data.formats import load_dataset
 from captioner.data.image_pipeline import image_dataset
-from captioner.data.karpathy import load_karpathy
 from captioner.data.vocabulary import Vocabulary
 from captioner.errors import DatasetError
 from captioner.inference.captioner import CONFIG_FILE, VOCAB_FILE
@@ -68,7 +69,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     config = resolve_settings(config)
     check_fine_tuning(config)
     data_path = resolve_dataset(config, log)
-    records = load_karpathy(data_path, config.images, warn=log)
+    records, dataset = load_dataset(data_path, config.images, warn=log)
+    if not config.out:  # the run directory is named after the data
+        config = dataclasses.replace(config, out=str(Path("runs") / dataset.name))
     train_records = [r for r in select_split(records, "train") if r.captions]
     val_records = [r for r in select_split(records, "val") if r.captions][: config.val_images]
     if not train_records:

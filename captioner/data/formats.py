@@ -1,9 +1,9 @@
 """Reading the caption files that public datasets ship, as `ImageRecord` lists.
 
 `load_dataset` tells the format from the path (and, where the name says nothing, from the
-content) and returns the records `captioner.data.load_karpathy` returns: an id, the image
+content) and returns the records `captioner.data.karpathy.load_karpathy` returns: an id, the image
 path (`images_root / name`), the split (train, val or test; Karpathy files may also say
-restval) and the captions as `captioner.text.tokenize` tokens of the raw text.
+restval) and the captions as `captioner.data.text.tokenize` tokens of the raw text.
 
 - `karpathy`: Karpathy's split JSON (`dataset_*.json`). Split: the file's `split` fields.
   Images root by default: the file's folder.
@@ -60,11 +60,12 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from captioner.data import ImageRecord, load_karpathy
-from captioner.dataset_problems import DatasetProblems
+from captioner.data.dataset import ImageRecord, print_warning
+from captioner.data.karpathy import load_karpathy
+from captioner.data.dataset_problems import DatasetProblems
 from captioner.errors import DatasetError
 from captioner.files import read_json, read_text
-from captioner.text import tokenize
+from captioner.data.text import tokenize
 
 FORMATS = ("karpathy", "flickr8k", "flickr30k", "captions-csv", "coco")
 # The caption files looked for when `load_dataset` is given a folder.
@@ -109,6 +110,16 @@ class DatasetInfo:
     default_images_root: Path | None
     images_root: Path
 
+    @property
+    def name(self) -> str:
+        """A short name of the dataset, for its default run directory ("flickr8k", ...)."""
+        if self.format in ("flickr8k", "flickr30k", "coco"):
+            return self.format
+        stem = self.source.stem.lower().removeprefix("dataset_")
+        if self.format == "karpathy" and stem != "dataset":
+            return stem  # dataset_flickr8k.json -> flickr8k
+        return self.source.parent.name.lower() or "dataset"  # data/synthetic/dataset.json
+
 
 def load_dataset(
     path: str | Path,
@@ -132,7 +143,7 @@ def load_dataset(
     Raises:
         DatasetError: see the module docstring for the problems that are fatal.
     """
-    warn = warn or _print_warning
+    warn = warn or print_warning
     path = _caption_file(Path(path))
     if path.suffix.lower() == ".json":
         return _load_json(path, images_root, warn)
@@ -163,10 +174,6 @@ def seeded_split(names: Iterable[str], seed: int = 0) -> dict[str, str]:
         name: "val" if i < held else "test" if i < 2 * held else "train"
         for i, name in enumerate(ordered)
     }
-
-
-def _print_warning(line: str) -> None:
-    print(f"warning: {line}", file=sys.stderr)
 
 
 def _caption_file(path: Path) -> Path:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from captioner.caption_formats import load_dataset, seeded_split
+from captioner.data.formats import load_dataset, seeded_split
 from captioner.errors import DatasetError
 
 CAPTIONS = {
