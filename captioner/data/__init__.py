@@ -1,0 +1,1 @@
+"""Data: dataset readers, the synthetic generator, images, vocabulary, feature cache, batches."""
