@@ -33,12 +33,18 @@ TRAIN_HELP = {
     "image_size": "input side in pixels (default: 128 on the synthetic data, else the "
     "encoder's native size)",
     "grid_stride": "16: cut an offline encoder after its last stride-16 stage, the paper's "
-    "grid; 32: the whole network (default: 16 for offline encoders, 32 for the others)",
+    "grid; 32: the whole network (default for offline encoders: 16 on the synthetic data, 32 "
+    "with --data; 32 for the others)",
     "feature_norm": "standardise the encoder's features per channel (default: for pretrained "
     "encoders)",
     "train_encoder": "train the encoder's weights (default: only for small_cnn)",
     "grid_coordinates": "append every grid cell's (x, y) to its features, so that attention "
     "knows where a cell is (not in the paper; default: on)",
+    "embed_dim": "word embedding size E",
+    "units": "LSTM units H",
+    "attention_dim": "attention MLP size A",
+    "dropout": "dropout before the deep output layer",
+    "epochs": "epochs of training (the first stage)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
     "penalty_weight": "lambda of the doubly stochastic attention penalty, added to the mean "
     "cross-entropy per word; the paper's lambda = 1 on the summed caption likelihood is about "
@@ -60,7 +66,7 @@ TRAIN_HELP = {
     "captions_per_image": "captions decoded per image in a batch; the image is encoded once",
     "select_metric": "free-running validation metric that picks the best epoch: bleu1-4, "
     "object_accuracy, pointing_accuracy_all_objects, or meteor/rouge_l/cider with the coco "
-    "extra",
+    "extra (default: bleu4 on the synthetic data, cider with --data and the coco extra)",
     "early_stopping_patience": "stop after this many epochs without a better validation "
     "score (0: never)",
     "fine_tune_blocks": "after the decoder has trained, fine-tune the top N blocks of a frozen "
@@ -74,8 +80,11 @@ class UsageError(Exception):
     """A problem with what the user asked for; reported in one line, exit code 2."""
 
 
+OPTION_TYPES = {"int": int, "float": float, "str": str}
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    from captioner.config import TrainConfig
+    from captioner.config import DATA_DEFAULTS, TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -85,11 +94,16 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
-        else:
-            kind = str if default is None else type(default)
-            if "(default:" not in help_text:
-                help_text = f"{help_text} (default: {default})"
-            parser.add_argument(flag, type=kind, default=default, help=help_text)
+            continue
+        if "(default:" not in help_text:
+            if default is None and field.name in DATA_DEFAULTS["synthetic"]:
+                synthetic, photos = (DATA_DEFAULTS[k][field.name] for k in DATA_DEFAULTS)
+                default_text = f"{synthetic} on the synthetic data, {photos} with --data"
+            else:
+                default_text = str(default)
+            help_text = f"{help_text} (default: {default_text})"
+        kind = OPTION_TYPES[field.type.removesuffix(" | None")]
+        parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def _positive_int(text: str) -> int:

@@ -10,6 +10,34 @@ from captioner.files import read_json, write_json_atomic
 
 CONFIG_VERSION = 1
 
+# The settings left automatic (None) in `TrainConfig`, by kind of data: the synthetic main
+# job's, and those chosen on Flickr8k's validation split for real photos (docs/results.md).
+# `training.setup.resolve_settings` makes them concrete; a run's config.json holds the values.
+DATA_DEFAULTS = {
+    "synthetic": {
+        "grid_stride": 16,
+        "embed_dim": 64,
+        "units": 256,
+        "attention_dim": 128,
+        "dropout": 0.3,
+        "min_count": 1,
+        "captions_per_image": 3,
+        "epochs": 8,
+        "select_metric": "bleu4",
+    },
+    "photos": {
+        "grid_stride": 32,
+        "embed_dim": 512,
+        "units": 512,
+        "attention_dim": 512,
+        "dropout": 0.5,
+        "min_count": 5,
+        "captions_per_image": 5,
+        "epochs": 8,
+        "select_metric": "cider",  # bleu4 without the coco extra
+    },
+}
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -35,7 +63,7 @@ class TrainConfig:
     train_encoder: bool | None = None  # None: train small CNNs, freeze pretrained backbones
     image_size: int = 0  # 0: 128 px on the synthetic data, else the encoder's native size
     # 16: cut an offline encoder after its last stride-16 stage (the paper's grid); 32: the
-    # whole network; 0: 16 for the offline encoders, 32 for the rest.
+    # whole network; 0: by the data for the offline encoders (DATA_DEFAULTS), 32 for the rest.
     grid_stride: int = 0
     feature_dim: int = 0  # > 0: project the encoder's features to this depth first
     # Standardise the encoder's features per channel; None: for pretrained encoders.
@@ -43,10 +71,11 @@ class TrainConfig:
     # Append every grid cell's (x, y) in [-1, 1] to its features: a deviation from the paper,
     # whose annotations carry no position; it tells attention where each cell is.
     grid_coordinates: bool = True
-    embed_dim: int = 64
-    units: int = 256
-    attention_dim: int = 128
-    dropout: float = 0.3
+    # None (here and below): by the data, see DATA_DEFAULTS.
+    embed_dim: int | None = None
+    units: int | None = None
+    attention_dim: int | None = None
+    dropout: float | None = None
     attention: str = "soft"  # "soft", or "mean" (ablation: the mean annotation every step)
     # lambda of the doubly stochastic penalty. The design's form (mean token cross-entropy
     # + lambda * mean_b sum_i (1 - sum_t alpha_ti)^2) with lambda = 1 weighs the penalty
@@ -56,15 +85,15 @@ class TrainConfig:
     penalty_weight: float = 0.0
 
     # Vocabulary and captions.
-    min_count: int = 1
+    min_count: int | None = None
     max_length: int = 20
 
     # Optimisation.
-    epochs: int = 8
+    epochs: int | None = None
     batch_size: int = 32  # images per batch
     # Captions decoded per image and batch: an image is encoded once for all of them, so that
     # three captions cost far less than three images (the synthetic data has three each).
-    captions_per_image: int = 3
+    captions_per_image: int | None = None
     learning_rate: float = 1e-3
     clip_norm: float = 5.0
     seed: int = 0
@@ -89,7 +118,7 @@ class TrainConfig:
     # the best epoch by `select_metric` is kept (cider etc. need the coco extra), and training
     # stops after `early_stopping_patience` epochs without improvement (0: never).
     val_images: int = 500
-    select_metric: str = "bleu4"
+    select_metric: str | None = None
     early_stopping_patience: int = 0
 
     # Fine-tuning (a second stage after the decoder has trained): the top N blocks of the

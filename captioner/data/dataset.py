@@ -26,7 +26,6 @@ class ImageRecord:
     objects: list[dict] | None = None
 
 
-
 def print_warning(line: str) -> None:
     """The default destination of dataset warnings: one line on stderr."""
     print(f"warning: {line}", file=sys.stderr)
@@ -75,4 +74,3 @@ def select_split(records: Sequence[ImageRecord], split: str) -> list[ImageRecord
         raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLIT_MEMBERS)}")
     members = SPLIT_MEMBERS[split]
     return [r for r in records if r.split in members]
-

@@ -56,16 +56,15 @@ import dataclasses
 import io
 import random
 import re
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from captioner.data.dataset import ImageRecord, print_warning
-from captioner.data.karpathy import load_karpathy
 from captioner.data.dataset_problems import DatasetProblems
+from captioner.data.karpathy import load_karpathy
+from captioner.data.text import tokenize
 from captioner.errors import DatasetError
 from captioner.files import read_json, read_text
-from captioner.data.text import tokenize
 
 FORMATS = ("karpathy", "flickr8k", "flickr30k", "captions-csv", "coco")
 # The caption files looked for when `load_dataset` is given a folder.

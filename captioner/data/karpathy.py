@@ -62,6 +62,7 @@ def load_karpathy(
     problems.report(warn or print_warning)
     return records
 
+
 def _where(entry: object, index: int) -> str:
     name = entry.get("filename") if isinstance(entry, dict) else None
     return f"#{index} {name}" if isinstance(name, str) else f"#{index}"
@@ -131,4 +132,3 @@ def _caption_tokens(sentence: object) -> list[str] | None:
 def _is_invalid_unicode(text: str) -> bool:
     # JSON escapes can hold lone surrogates ("\ud800"), which no UTF-8 file can store.
     return any("\ud800" <= ch <= "\udfff" for ch in text)
-

@@ -12,6 +12,7 @@ from PIL import Image
 
 from captioner.data.dataset import ImageRecord
 from captioner.data.image_pipeline import image_dataset
+from captioner.evaluation.attention_focus import attention_focus_scores
 from captioner.evaluation.coco_metrics import COCO_METRICS, coco_scores
 from captioner.evaluation.grounding import grounding_scores
 from captioner.evaluation.metrics import corpus_bleu, object_accuracy, sentence_bleu
@@ -109,8 +110,9 @@ def score_captions(
     Returns:
         ``(scores, per_image)``: BLEU-1…4 and the asked coco metrics (0–100, None where not
         computed, with the reason under ``not_computed``), object accuracy where the dataset
-        lists objects and grounding scores where they have boxes; per-image details for error
-        analysis.
+        lists objects and grounding scores where they have boxes, the attention focus scores
+        (`captioner.evaluation.attention_focus`) and the number of distinct captions;
+        per-image details for error analysis.
     """
     if len(records) != len(captions):
         raise ValueError(f"{len(records)} images but {len(captions)} captions")
@@ -135,6 +137,8 @@ def score_captions(
         accuracy = object_accuracy(hypotheses, [r.objects for r in records])
         scores["object_accuracy"] = accuracy["overall"]
         scores["object_accuracy_by_count"] = accuracy["by_count"]
+    scores.update(attention_focus_scores(hypotheses, [c.alphas for c in captions]))
+    scores["distinct_captions"] = len({" ".join(h) for h in hypotheses})
     if _has_boxes(records):
         grounding, rows = grounding_metrics(records, captions)
         scores.update(grounding)

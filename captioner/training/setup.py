@@ -10,8 +10,9 @@ from pathlib import Path
 
 import keras
 
-from captioner.config import TrainConfig
+from captioner.config import DATA_DEFAULTS, TrainConfig
 from captioner.data import synthetic as synth
+from captioner.evaluation.coco_metrics import COCO_METRICS, coco_missing_reason
 from captioner.inference.captioner import CONFIG_FILE
 from captioner.models.captioning_model import CaptioningModel
 from captioner.models.encoders import OFFLINE_ENCODERS, is_pretrained, native_image_size
@@ -97,21 +98,34 @@ def dtype_policy(name: str):
 
 
 def resolve_settings(config: TrainConfig) -> TrainConfig:
-    """`config` with its automatic model settings ("", 0, None) made concrete.
+    """`config` with its automatic settings ("", 0, None) made concrete.
 
     The synthetic main job gets EfficientNet-Lite0 at 128 px; other datasets (real photos)
-    EfficientNet-Lite2 at its native 260 px. Offline encoders are cut at stride 16, the
-    paper's grid; pretrained features are standardised. "imagenet" weights mean none for
-    small_cnn, which is always trained from scratch.
+    EfficientNet-Lite2 at its native 260 px. Offline encoders are cut where
+    `DATA_DEFAULTS` says (the synthetic data: stride 16; photos: the whole network), other
+    encoders are whole; pretrained features are standardised. "imagenet" weights mean none
+    for small_cnn, which is always trained from scratch. The decoder's sizes, dropout,
+    vocabulary threshold, captions per image, epochs and selection metric follow the data
+    (`DATA_DEFAULTS`); selecting by CIDEr-D needs the coco extra, else BLEU-4 is used.
     """
     synthetic = config.data is None
+    defaults = DATA_DEFAULTS["synthetic" if synthetic else "photos"]
     encoder = config.encoder or ("efficientnet_lite0" if synthetic else "efficientnet_lite2")
     weights = config.encoder_weights
     if weights == "imagenet" and not is_pretrained(encoder):
         weights = "none"
     image_size = config.image_size or (128 if synthetic else native_image_size(encoder))
-    grid_stride = config.grid_stride or (16 if encoder in OFFLINE_ENCODERS else FULL_STRIDE)
+    grid_stride = config.grid_stride or (
+        defaults["grid_stride"] if encoder in OFFLINE_ENCODERS else FULL_STRIDE
+    )
     feature_norm = is_pretrained(encoder) if config.feature_norm is None else config.feature_norm
+    automatic = {
+        name: value
+        for name, value in defaults.items()
+        if name != "grid_stride" and getattr(config, name) is None
+    }
+    if automatic.get("select_metric") in COCO_METRICS and coco_missing_reason() is not None:
+        automatic["select_metric"] = "bleu4"
     return dataclasses.replace(
         config,
         encoder=encoder,
@@ -119,6 +133,7 @@ def resolve_settings(config: TrainConfig) -> TrainConfig:
         image_size=image_size,
         grid_stride=grid_stride,
         feature_norm=feature_norm,
+        **automatic,
     )
 
 

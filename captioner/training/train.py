@@ -65,8 +65,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         TrainingDiverged: the loss became NaN or Inf (the last good checkpoint is kept).
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved).
     """
-    check_select_metric(config.select_metric)
     config = resolve_settings(config)
+    check_select_metric(config.select_metric)
     check_fine_tuning(config)
     data_path = resolve_dataset(config, log)
     records, dataset = load_dataset(data_path, config.images, warn=log)

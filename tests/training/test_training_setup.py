@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from captioner.config import TrainConfig
+from captioner.config import DATA_DEFAULTS, TrainConfig
 from captioner.inference.captioner import CONFIG_FILE
 from captioner.models.captioning_model import CaptioningModel, caption_loss
 from captioner.training.checkpoint import CHECKPOINT_FILE
@@ -88,12 +88,21 @@ def test_automatic_model_settings_follow_the_data_and_the_encoder():
         16,
     )
     assert synthetic.encoder_weights == "imagenet" and synthetic.feature_norm is True
+    assert (synthetic.embed_dim, synthetic.units, synthetic.min_count) == (64, 256, 1)
+    assert (synthetic.epochs, synthetic.captions_per_image, synthetic.select_metric) == (
+        8,
+        3,
+        "bleu4",
+    )
     photos = resolve_settings(TrainConfig(data="coco/dataset.json"))
     assert (photos.encoder, photos.image_size, photos.grid_stride) == (
         "efficientnet_lite2",
         260,
-        16,
+        DATA_DEFAULTS["photos"]["grid_stride"],
     )
+    for name, value in DATA_DEFAULTS["photos"].items():
+        assert getattr(photos, name) in (value, "bleu4")  # bleu4: without the coco extra
+    assert resolve_settings(TrainConfig(data="d.json", units=64, min_count=2)).units == 64
     scratch = resolve_settings(TrainConfig(encoder="small_cnn"))
     assert (scratch.encoder_weights, scratch.image_size, scratch.grid_stride) == ("none", 128, 32)
     assert scratch.feature_norm is False
@@ -102,5 +111,7 @@ def test_automatic_model_settings_follow_the_data_and_the_encoder():
     explicit = TrainConfig(
         encoder="mobilenet_v2_tv", image_size=96, grid_stride=32, feature_norm=False
     )
-    assert resolve_settings(explicit) == explicit
+    resolved = resolve_settings(explicit)
+    kept = ("encoder", "image_size", "grid_stride", "feature_norm")
+    assert [getattr(resolved, k) for k in kept] == [getattr(explicit, k) for k in kept]
     assert resolve_settings(synthetic) == synthetic  # resolving twice changes nothing
