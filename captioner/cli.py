@@ -45,6 +45,8 @@ TRAIN_HELP = {
     "attention_dim": "attention MLP size A",
     "dropout": "dropout before the deep output layer",
     "epochs": "epochs of training (the first stage)",
+    "decoder": "paper: attention from the state before the previous word was read (Xu et al.); "
+    "topdown: a first LSTM reads the word, then attends, a second writes (Anderson et al.)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
     "penalty_weight": "lambda of the doubly stochastic attention penalty, added to the mean "
     "cross-entropy per word; the paper's lambda = 1 on the summed caption likelihood is about "

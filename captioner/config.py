@@ -77,6 +77,9 @@ class TrainConfig:
     attention_dim: int | None = None
     dropout: float | None = None
     attention: str = "soft"  # "soft", or "mean" (ablation: the mean annotation every step)
+    # "paper": attention from h_{t-1}, as in Xu et al.; "topdown": attention queried after a
+    # first LSTM has read the previous word (two LSTMs, Anderson et al. 2018).
+    decoder: str = "paper"
     # lambda of the doubly stochastic penalty. The design's form (mean token cross-entropy
     # + lambda * mean_b sum_i (1 - sum_t alpha_ti)^2) with lambda = 1 weighs the penalty
     # about T (the caption length) times more than the paper's summed NLL does; measured on

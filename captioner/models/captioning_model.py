@@ -8,6 +8,7 @@ from keras import ops
 from captioner.models.decoder import AttentionDecoder
 from captioner.models.encoders import build_encoder
 from captioner.models.encoders.coordinates import append_coordinates
+from captioner.models.topdown_decoder import TopDownDecoder
 
 
 def caption_loss(targets, logits, alphas, penalty_weight=1.0):
@@ -57,6 +58,11 @@ def _serialize_encoder(encoder):
     return config
 
 
+# "paper": attention from h_{t-1} (Xu et al.); "topdown": from a state that has read the
+# previous word (see `TopDownDecoder`).
+DECODERS = {"paper": AttentionDecoder, "topdown": TopDownDecoder}
+
+
 @keras.saving.register_keras_serializable(package="captioner")
 class CaptioningModel(keras.Model):
     """Image (B, S, S, 3) uint8 + previous words (B, T) -> next-word logits and attention.
@@ -85,7 +91,8 @@ class CaptioningModel(keras.Model):
         grid_coordinates: append every cell's (x, y) to its features (see
             `append_coordinates`).
         max_length: the longest caption (words) the model is trained for and generates.
-        **decoder_options: `AttentionDecoder` arguments (embed_dim, units, ...).
+        decoder: "paper" (`AttentionDecoder`) or "topdown" (`TopDownDecoder`).
+        **decoder_options: the decoder's arguments (embed_dim, units, ...).
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class CaptioningModel(keras.Model):
         attention_dim=128,
         dropout=0.3,
         attention="soft",
+        decoder="paper",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,7 +141,10 @@ class CaptioningModel(keras.Model):
         self.projection = (
             keras.layers.Dense(feature_dim, name="projection") if feature_dim else None
         )
-        self.decoder = AttentionDecoder(
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+        self.decoder_kind = decoder
+        self.decoder = DECODERS[decoder](
             vocab_size,
             embed_dim=embed_dim,
             units=units,
@@ -235,5 +246,6 @@ class CaptioningModel(keras.Model):
             attention_dim=decoder.attention_dim,
             dropout=decoder.dropout_rate,
             attention=decoder.attention_mode,
+            decoder=self.decoder_kind,
         )
         return config

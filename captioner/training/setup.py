@@ -163,6 +163,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> CaptioningModel:
         attention_dim=config.attention_dim,
         dropout=config.dropout,
         attention=config.attention,
+        decoder=config.decoder,
     )
     model.build()
     return model

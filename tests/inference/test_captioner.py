@@ -22,17 +22,20 @@ def images():
 
 
 def reference_beam(model, vocab, image, beam_size, max_steps):
-    """A plain per-image beam search with the same rules, one Python step at a time."""
+    """A plain per-image beam search with the same rules, one Python step at a time: <unk>
+    is never said (the default) and <end> is never the first word."""
     annotations, _ = model.encode(image[None])
     state = [ops.convert_to_numpy(x) for x in model.decoder.initial_state(annotations)]
     live = [(0.0, [], state)]  # (score, tokens, state of one row)
     finished = []
-    for _ in range(max_steps):
+    for step in range(max_steps):
         rows = [np.concatenate(parts) for parts in zip(*(s for _, _, s in live))]
         tokens = np.array([t[-1] if t else vocab.start_id for _, t, _ in live], np.int32)
         logits, new_state, _, _ = model.decoder.step(tokens, tuple(rows))
         log_probs = ops.convert_to_numpy(ops.log_softmax(logits, axis=-1))
-        log_probs[:, [vocab.pad_id, vocab.start_id]] = -np.inf
+        log_probs[:, [vocab.pad_id, vocab.start_id, vocab.unk_id]] = -np.inf
+        if step == 0:
+            log_probs[:, vocab.end_id] = -np.inf
         new_state = [ops.convert_to_numpy(x) for x in new_state]
         candidates = sorted(
             (
@@ -72,7 +75,7 @@ def test_beam_size_one_gives_the_greedy_captions(model, images):
         end_id=vocab.end_id,
         max_length=model.max_length + 1,
         beam_size=1,
-        banned_ids=(vocab.pad_id, vocab.start_id),
+        banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id),
     )
     np.testing.assert_array_equal(greedy["tokens"], ops.convert_to_numpy(beam["tokens"]))
     np.testing.assert_allclose(greedy["alphas"], ops.convert_to_numpy(beam["alphas"]), atol=1e-6)

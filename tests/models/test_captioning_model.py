@@ -103,7 +103,8 @@ def test_padding_a_batch_further_changes_nothing():
 
 
 @pytest.mark.parametrize(
-    "options", [{"attention": "soft"}, {"attention": "mean"}, {"feature_norm": True}]
+    "options",
+    [{"attention": "soft"}, {"attention": "mean"}, {"feature_norm": True}, {"decoder": "topdown"}],
 )
 def test_keras_save_load_gives_identical_outputs(tmp_path, options):
     model = tiny_model(**options)

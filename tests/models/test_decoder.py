@@ -4,6 +4,7 @@ from keras import ops
 
 from captioner.models.attention import SoftAttention
 from captioner.models.decoder import AttentionDecoder
+from captioner.models.topdown_decoder import TopDownDecoder
 
 B, L, D, V, T = 3, 6, 8, 11, 5
 
@@ -27,9 +28,10 @@ def test_attention_weights_sum_to_one_over_the_grid(annotations):
     np.testing.assert_allclose(ops.convert_to_numpy(context), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", [AttentionDecoder, TopDownDecoder])
 @pytest.mark.parametrize("attention", ["soft", "mean"])
-def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, attention):
-    decoder = AttentionDecoder(V, embed_dim=4, units=16, attention_dim=7, attention=attention)
+def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, attention, kind):
+    decoder = kind(V, embed_dim=4, units=16, attention_dim=7, attention=attention)
     caption_in = np.random.default_rng(2).integers(1, V, size=(B, T)).astype(np.int32)
     logits, alphas, betas = (ops.convert_to_numpy(x) for x in decoder(annotations, caption_in))
     assert logits.shape == (B, T, V) and alphas.shape == (B, T, L)
@@ -62,3 +64,18 @@ def test_initial_state_comes_from_the_mean_annotation(annotations):
 def test_unknown_attention_mode_is_refused():
     with pytest.raises(ValueError, match="attention must be one of"):
         AttentionDecoder(V, attention="hard")
+
+
+def test_topdown_attention_reads_the_previous_word_first(annotations):
+    # The paper's first attention map comes from h_0 alone: it cannot depend on the first
+    # input word. The top-down decoder's does, since its attention LSTM reads the word first.
+    def first_alpha(decoder, word):
+        _, alphas, _ = decoder(annotations, np.full((B, 1), word, np.int32))
+        return ops.convert_to_numpy(alphas)[:, 0]
+
+    paper = AttentionDecoder(V, embed_dim=4, units=16, attention_dim=7)
+    np.testing.assert_allclose(first_alpha(paper, 1), first_alpha(paper, 2), atol=1e-7)
+    topdown = TopDownDecoder(V, embed_dim=4, units=16, attention_dim=7)
+    assert np.abs(first_alpha(topdown, 1) - first_alpha(topdown, 2)).max() > 1e-4
+    state = topdown.initial_state(annotations)
+    assert len(state) == 6 and topdown.static_state_entries == (4, 5)

@@ -15,6 +15,7 @@ def test_a_model_saved_by_the_flat_layout_loads_with_the_same_outputs():
     model = load_model_file(SAVED / "tiny_small_cnn_v1.keras")
     assert isinstance(model, CaptioningModel)
     assert model.feature_norm and model.feature_dim == 12
+    assert model.decoder_kind == "paper"  # saved before the decoder became an option
     expected = np.load(SAVED / "tiny_small_cnn_v1_outputs.npz")
     out = model((expected["images"], expected["caption_in"]))
     np.testing.assert_allclose(np.asarray(out["logits"]), expected["logits"], atol=1e-5)
