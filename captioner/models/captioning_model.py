@@ -198,10 +198,13 @@ class CaptioningModel(keras.Model):
             annotations = self.annotate(images, training=training)
         else:
             annotations, _ = self.encode(images, training=training)
+        repeats = 1
         if len(caption_in.shape) == 3:  # (B, C, T): C captions per image
-            annotations = ops.repeat(annotations, caption_in.shape[1], axis=0)  # (B·C, L, D)
-            caption_in = ops.reshape(caption_in, (-1, caption_in.shape[-1]))
-        logits, alphas, betas = self.decoder(annotations, caption_in, training=training)
+            repeats = caption_in.shape[1]
+            caption_in = ops.reshape(caption_in, (-1, caption_in.shape[-1]))  # (B·C, T)
+        logits, alphas, betas = self.decoder(
+            annotations, caption_in, training=training, repeats=repeats
+        )
         return {"logits": logits, "alphas": alphas, "betas": betas}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

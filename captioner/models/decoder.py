@@ -116,18 +116,23 @@ class AttentionDecoder(keras.layers.Layer):
         h, z, alpha, beta, state = self._recur(embedded, state, training)
         return self._logits(embedded, h, z, training), state, alpha, beta
 
-    def call(self, annotations, caption_in, training=False):
+    def call(self, annotations, caption_in, training=False, repeats=1):
         """Teacher forcing: the step function run over the given previous words.
 
         Args:
             annotations: (B, L, D).
-            caption_in: (B, T) ids, `<start> w1 … w_{T-1}` (padded).
+            caption_in: (B·C, T) ids, `<start> w1 … w_{T-1}` (padded): C = `repeats`
+                captions per image, an image's captions in consecutive rows.
+            repeats: C. The initial state, and with it the projection `W_a a` of the
+                annotations, is computed once per image, then repeated for its captions.
 
         Returns:
-            logits (B, T, V), alphas (B, T, L), betas (B, T).
+            logits (B·C, T, V), alphas (B·C, T, L), betas (B·C, T).
         """
-        embedded = self.embedding(caption_in)  # (B, T, E)
+        embedded = self.embedding(caption_in)  # (B·C, T, E)
         state = self.initial_state(annotations)
+        if repeats > 1:
+            state = tuple(ops.repeat(x, repeats, axis=0) for x in state)  # B -> B·C rows
         hs, zs, alphas, betas = [], [], [], []
         for t in range(caption_in.shape[1]):
             h, z, alpha, beta, state = self._recur(embedded[:, t], state, training)
