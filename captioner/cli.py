@@ -57,7 +57,7 @@ TRAIN_HELP = {
     "lr_schedule": "learning-rate schedule after the warm-up: cosine, plateau or constant",
     "plateau_patience": "reduce-on-plateau: epochs without a better validation --select-metric",
     "plateau_factor": "reduce-on-plateau: factor the learning rate is multiplied by",
-    "bucketing": "batch captions of similar length together, cut to the longest",
+    "bucketing": "batch captions of similar length together, cut to the longest (less padding)",
     "precision": "float32, or mixed: float16 on GPU, bfloat16 on CPU (losses in float32)",
     "strategy": "tf.distribute strategy: default, mirrored (local GPUs), multiworker (TF_CONFIG)",
     "checkpoint_steps": "checkpoint every this many steps as well as at epoch ends (0: only there)",
@@ -92,18 +92,22 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         help_text = TRAIN_HELP.get(field.name, field.name.replace("_", " "))
+        if (
+            "(default:" not in help_text
+            and default is None
+            and field.name in DATA_DEFAULTS["synthetic"]
+        ):
+            synthetic, photos = (DATA_DEFAULTS[k][field.name] for k in DATA_DEFAULTS)
+            help_text = (
+                f"{help_text} (default: {synthetic} on the synthetic data, {photos} with --data)"
+            )
         if field.type in ("bool", "bool | None"):
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
             continue
         if "(default:" not in help_text:
-            if default is None and field.name in DATA_DEFAULTS["synthetic"]:
-                synthetic, photos = (DATA_DEFAULTS[k][field.name] for k in DATA_DEFAULTS)
-                default_text = f"{synthetic} on the synthetic data, {photos} with --data"
-            else:
-                default_text = str(default)
-            help_text = f"{help_text} (default: {default_text})"
+            help_text = f"{help_text} (default: {default})"
         kind = OPTION_TYPES[field.type.removesuffix(" | None")]
         parser.add_argument(flag, type=kind, default=default, help=help_text)
 

@@ -16,6 +16,8 @@ CONFIG_VERSION = 1
 DATA_DEFAULTS = {
     "synthetic": {
         "grid_stride": 16,
+        "feature_dim": 0,
+        "bucketing": False,
         "embed_dim": 64,
         "units": 256,
         "attention_dim": 128,
@@ -27,6 +29,8 @@ DATA_DEFAULTS = {
     },
     "photos": {
         "grid_stride": 32,
+        "feature_dim": 512,
+        "bucketing": True,
         "embed_dim": 512,
         "units": 512,
         "attention_dim": 512,
@@ -65,7 +69,8 @@ class TrainConfig:
     # 16: cut an offline encoder after its last stride-16 stage (the paper's grid); 32: the
     # whole network; 0: by the data for the offline encoders (DATA_DEFAULTS), 32 for the rest.
     grid_stride: int = 0
-    feature_dim: int = 0  # > 0: project the encoder's features to this depth first
+    # > 0: project the encoder's features to this depth first; 0: no projection.
+    feature_dim: int | None = None
     # Standardise the encoder's features per channel; None: for pretrained encoders.
     feature_norm: bool | None = None
     # Append every grid cell's (x, y) in [-1, 1] to its features: a deviation from the paper,
@@ -107,8 +112,9 @@ class TrainConfig:
     plateau_factor: float = 0.5
     # Batches of similar caption lengths, cut to their longest: less padding, but on data
     # whose caption length follows the scene (the synthetic objects) every batch then holds
-    # one kind of scene, and the main job learned far slower (docs/results.md). Off by default.
-    bucketing: bool = False
+    # one kind of scene, and the main job learned far slower (docs/results.md). Off on the
+    # synthetic data, on for real photos (DATA_DEFAULTS).
+    bucketing: bool | None = None
     precision: str = "float32"  # "float32", or "mixed" (float16 on GPU, bfloat16 on CPU)
     strategy: str = "default"  # "default", "mirrored" (local GPUs) or "multiworker"
 
