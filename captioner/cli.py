@@ -75,6 +75,10 @@ TRAIN_HELP = {
     "offline encoder (efficientnet_lite*, mobilenet_v2_tv) with it, on images (0: no)",
     "fine_tune_epochs": "epochs of the fine-tuning stage",
     "fine_tune_learning_rate": "peak learning rate of the fine-tuning stage (cosine decay)",
+    "scst_epochs": "after cross-entropy, epochs of self-critical sequence training: sampled "
+    "captions rewarded by CIDEr-D above the greedy caption's (0: none)",
+    "scst_samples": "captions sampled per image in self-critical training",
+    "scst_learning_rate": "learning rate of self-critical training",
 }
 
 

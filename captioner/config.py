@@ -137,6 +137,13 @@ class TrainConfig:
     fine_tune_epochs: int = 2
     fine_tune_learning_rate: float = 1e-4
 
+    # Self-critical sequence training (a stage after cross-entropy, see training/scst.py):
+    # `scst_samples` captions drawn per image, rewarded by their CIDEr-D above the greedy
+    # caption's, for `scst_epochs` epochs at `scst_learning_rate`. 0: no such stage.
+    scst_epochs: int = 0
+    scst_samples: int = 5
+    scst_learning_rate: float = 2e-5
+
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
         write_json_atomic(path, data)

@@ -171,6 +171,20 @@ class Captioner:
             )
         return cls(model, vocab, **options)
 
+    @property
+    def search_options(self) -> dict:
+        """The token settings every search of this captioner uses (ids, length, banned)."""
+        banned = [self.vocab.pad_id, self.vocab.start_id]
+        if self.suppress_unk:
+            banned.append(self.vocab.unk_id)
+        return dict(
+            start_id=self.vocab.start_id,
+            end_id=self.vocab.end_id,
+            max_length=self.max_length + 1,  # room for <end>
+            banned_ids=tuple(banned),
+            pad_id=self.vocab.pad_id,
+        )
+
     def search(self, annotations):
         """Decodes (B, L, D) annotations with the configured search (`captioner.inference.search`).
 
@@ -178,16 +192,7 @@ class Captioner:
         (`model.encode`) or from cached grid features (`model.annotate`).
         """
         decoder = self.model.decoder
-        banned = [self.vocab.pad_id, self.vocab.start_id]
-        if self.suppress_unk:
-            banned.append(self.vocab.unk_id)
-        options = dict(
-            start_id=self.vocab.start_id,
-            end_id=self.vocab.end_id,
-            max_length=self.max_length + 1,  # room for <end>
-            banned_ids=tuple(banned),
-            pad_id=self.vocab.pad_id,
-        )
+        options = self.search_options
         state = decoder.initial_state(annotations)
         if self.settings["decoding"] == "greedy":
             return greedy_search(decoder.step, state, **options)

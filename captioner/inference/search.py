@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import keras
 from keras import ops
 
 NEG_INF = -1e9
@@ -45,8 +46,12 @@ def greedy_search(
     max_length: int,
     banned_ids: Sequence[int] = (0,),
     pad_id: int = 0,
+    seed=None,
 ) -> dict:
     """Picks the most likely word at every step, for the whole batch at once.
+
+    With `seed` (a `keras.random.SeedGenerator`), every word is instead drawn from the
+    model's distribution (`sample_search`).
 
     `banned_ids` (by default `<pad>`) are never generated; `<start>` should be in it too.
     `<end>` cannot be the first word: a caption has at least one word. After a caption's
@@ -64,10 +69,14 @@ def greedy_search(
         logits, state, alpha, beta = outputs
         finished = carry["finished"]
         log_probs = _log_probs(logits, banned)
-        # top_k, not argmax: ties go to the lower id, as in beam search, and it converts to
-        # TFLite (Keras' argmax does not).
-        _, best = ops.top_k(log_probs, 1)
+        if seed is None:
+            # top_k, not argmax: ties go to the lower id, as in beam search, and it converts
+            # to TFLite (Keras' argmax does not).
+            _, best = ops.top_k(log_probs, 1)
+        else:
+            best = keras.random.categorical(log_probs, 1, seed=seed)
         best = ops.cast(best[:, 0], "int32")  # (B,)
+        word_log_prob = ops.max(log_probs, axis=-1) if seed is None else _chosen(log_probs, best)
         tokens = ops.where(finished, pad_id, best)
         going = ops.logical_not(finished)[:, None]
         # The buffers are (B, 1, T, ...) so that the beam search's writer applies.
@@ -75,7 +84,7 @@ def greedy_search(
             "state": state,
             "tokens": tokens,  # the next input; a finished row's words are ignored
             "finished": ops.logical_or(finished, ops.equal(tokens, end_id)),
-            "score": carry["score"] + ops.where(finished, 0.0, ops.max(log_probs, axis=-1)),
+            "score": carry["score"] + ops.where(finished, 0.0, word_log_prob),
             "outputs": _write_at(carry["outputs"], t, tokens[:, None]),
             "alphas": _write_at(carry["alphas"], t, ops.where(going, alpha, 0.0)[:, None]),
             "betas": _write_at(carry["betas"], t, ops.where(going[:, 0], beta, 0.0)[:, None]),
@@ -109,6 +118,18 @@ def greedy_search(
         "alphas": carry["alphas"][:, 0],
         "betas": carry["betas"][:, 0],
     }
+
+
+def _chosen(log_probs, tokens):
+    """(N, V) log-probabilities, (N,) tokens -> (N,) the tokens' log-probabilities."""
+    return ops.take_along_axis(log_probs, ops.cast(tokens, "int32")[:, None], axis=1)[:, 0]
+
+
+def sample_search(step_fn: Callable, state: tuple, *, seed, **options) -> dict:
+    """Draws every word from the model's distribution (`greedy_search`'s other rules hold:
+    banned words, no `<end>` first, padding after `<end>`); scores are the drawn words'
+    summed log-probabilities. `seed` is a `keras.random.SeedGenerator`."""
+    return greedy_search(step_fn, state, seed=seed, **options)
 
 
 def _gather_beams(x, indices):

@@ -14,6 +14,7 @@ from captioner.files import write_bytes_atomic
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FINE_TUNE_CHECKPOINT_FILE = "fine_tune_checkpoint.npz"  # the second stage's, see fine_tuning
+SCST_CHECKPOINT_FILE = "scst_checkpoint.npz"  # the self-critical stage's, see scst
 
 
 def _values(variables) -> list[np.ndarray]:

@@ -22,6 +22,7 @@ from captioner.runtime import device_description
 from captioner.training.checkpoint import (
     CHECKPOINT_FILE,
     FINE_TUNE_CHECKPOINT_FILE,
+    SCST_CHECKPOINT_FILE,
     CheckpointStore,
 )
 from captioner.training.distribute import is_chief, make_strategy
@@ -35,6 +36,7 @@ from captioner.training.monitoring import (
     TensorBoardCallback,
 )
 from captioner.training.schedules import PlateauReducer
+from captioner.training.scst import check_scst, self_critical_training
 from captioner.training.selection import ModelSelector, check_select_metric
 from captioner.training.setup import (
     build_model,
@@ -68,6 +70,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     config = resolve_settings(config)
     check_select_metric(config.select_metric)
     check_fine_tuning(config)
+    check_scst(config)
     data_path = resolve_dataset(config, log)
     records, dataset = load_dataset(data_path, config.images, warn=log)
     if not config.out:  # the run directory is named after the data
@@ -172,17 +175,23 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
         first_stage_done = False
         if resuming and trainer.restore():
             first_stage_done = trainer.epoch >= config.epochs or model.stop_training
-            if first_stage_done and not config.fine_tune_blocks:
+            if first_stage_done and not (config.fine_tune_blocks or config.scst_epochs):
                 log(f"{run_dir}: the run is already complete")
                 return run_dir
             if not first_stage_done:
                 log(f"resuming from epoch {trainer.epoch + 1}, batch {trainer.batch}")
-        if not first_stage_done and chief:  # a fine-tuning checkpoint of an earlier run
+        if not first_stage_done and chief:  # later stages' checkpoints of an earlier run
             (run_dir / FINE_TUNE_CHECKPOINT_FILE).unlink(missing_ok=True)
+            (run_dir / SCST_CHECKPOINT_FILE).unlink(missing_ok=True)
         trainer.fit()  # nothing left to do when the first stage is done
         if config.fine_tune_blocks:
             fine_tune(
                 model, config, vocab, train_records, val_records, run_dir, trainer.state(),
                 strategy, policy, log, verbose,
+            )  # fmt: skip
+        if config.scst_epochs:
+            self_critical_training(
+                model, config, vocab, lookup, train_records, val_records, val_features,
+                run_dir, trainer.state(), log, verbose,
             )  # fmt: skip
     return run_dir

@@ -51,6 +51,7 @@ class Trainer:
         log: where messages go.
         first_epoch: the number of the first epoch (a later stage continues the numbering;
             `epochs` counts from 0, so the stage runs epochs `first_epoch` to `epochs` - 1).
+        loss_keys: the values every step returns, averaged over the epoch in the logs.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Trainer:
         stateful: dict | None = None,
         log: Callable[[str], None] = print,
         first_epoch: int = 0,
+        loss_keys: tuple[str, ...] = LOSS_KEYS,
     ):
         self.model = model
         self.step = step
@@ -76,14 +78,14 @@ class Trainer:
         self.checkpoint_steps = checkpoint_steps
         self.stateful = dict(stateful or {})
         self.log = log
+        self.loss_keys = loss_keys
         self.epoch = first_epoch
         self.batch = 0  # batches done in the current epoch
         self.sums = self._empty_sums()
         self.stop_signal: str | None = None
 
-    @staticmethod
-    def _empty_sums() -> dict:
-        return {**dict.fromkeys(LOSS_KEYS, 0.0), "steps": 0, "captions": 0, "seconds": 0.0}
+    def _empty_sums(self) -> dict:
+        return {**dict.fromkeys(self.loss_keys, 0.0), "steps": 0, "captions": 0, "seconds": 0.0}
 
     @property
     def optimizer(self):
@@ -164,7 +166,7 @@ class Trainer:
             started = now
             self.sums["steps"] += 1
             self.sums["captions"] += captions
-            for key in LOSS_KEYS:
+            for key in self.loss_keys:
                 self.sums[key] += losses[key]
             rate = self.sums["captions"] / max(self.sums["seconds"], 1e-9)
             self.callbacks.on_train_batch_end(
@@ -175,7 +177,7 @@ class Trainer:
             if self.checkpoint_steps and self.global_step % self.checkpoint_steps == 0:
                 self.save()
         steps = max(self.sums["steps"], 1)
-        logs = {key: self.sums[key] / steps for key in LOSS_KEYS}
+        logs = {key: self.sums[key] / steps for key in self.loss_keys}
         logs["lr"] = self.learning_rate()
         logs["captions_per_second"] = self.sums["captions"] / max(self.sums["seconds"], 1e-9)
         self.callbacks.on_epoch_end(epoch, logs)

@@ -91,7 +91,7 @@ class ValidationCallback(keras.callbacks.Callback):
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float) and k != "epoch"
         )
-        stage = " (fine-tuning)" if self.stage == 2 else ""
+        stage = {2: " (fine-tuning)", 3: " (SCST)"}.get(self.stage, "")
         self.log(f"epoch {epoch + 1}{stage}: {shown}{'  (best, saved)' if improved else ''}")
         if self.selector.should_stop:
             self.log(

@@ -277,3 +277,32 @@ def test_beam_search_never_returns_an_empty_caption(beam_size):
     tables[:, START, START, END] = 50.0  # <end> first would win by far
     out = run_beam(tables, 4, beam_size=beam_size)
     assert (out["tokens"][:, 0] != END).all() and (out["lengths"] >= 2).all()
+
+
+def test_sampling_follows_the_distribution_and_the_rules():
+    import keras
+
+    from captioner.inference.search import sample_search
+
+    # First word: W1 with probability ~0.73, W2 ~0.27 (<end> first is never allowed);
+    # then <end> for sure.
+    tables = first_order_tables(
+        {START: {W1: 0.55, W2: 0.2, END: 0.25}, W1: {END: 1.0}, W2: {END: 1.0}}
+    )
+    tables = np.repeat(tables, 400, axis=0)
+    step, initial = markov_step(tables)
+    out = sample_search(
+        step, initial, seed=keras.random.SeedGenerator(0), start_id=START, end_id=END,
+        max_length=3, banned_ids=BANNED,
+    )  # fmt: skip
+    tokens = ops.convert_to_numpy(out["tokens"])
+    assert set(tokens[:, 0]) == {W1, W2} and (tokens[:, 1] == END).all()
+    assert 0.65 < (tokens[:, 0] == W1).mean() < 0.81
+    scores = ops.convert_to_numpy(out["scores"])
+    # the model's log-probability of the drawn words (not renormalised over the allowed ones)
+    np.testing.assert_allclose(scores[tokens[:, 0] == W1], np.log(0.55), atol=1e-3)
+    again = sample_search(
+        step, initial, seed=keras.random.SeedGenerator(0), start_id=START, end_id=END,
+        max_length=3, banned_ids=BANNED,
+    )  # fmt: skip
+    np.testing.assert_array_equal(ops.convert_to_numpy(again["tokens"]), tokens)

@@ -1,0 +1,295 @@
+"""Self-critical sequence training (Rennie et al., 2017): a stage after cross-entropy.
+
+Teacher forcing trains the model on the reference words; captions are judged free-running,
+by CIDEr-D. This stage trains on what the model is judged by: for every training image it
+draws `scst_samples` captions from the model, scores each with CIDEr-D against the image's
+references, and uses the image's greedy caption's score as the baseline. REINFORCE then
+raises the log-probability of the samples that beat the baseline and lowers that of the
+others: the loss is `-mean_k (r_k - r_greedy) * log p(sample_k)`.
+
+- Rewards: CIDEr-D (`captioner.evaluation.cider`) with the document frequencies of the
+  training references, computed in-process. Captions and references are compared as
+  vocabulary ids, as the model sees them: words under `--min-count` are all `<unk>`, and
+  references are cut at `--max-length` words.
+- Samples and greedy captions are decoded without dropout, and the log-probabilities of the
+  samples are computed the same way, by teacher forcing them through the model.
+- The stage starts from the best model so far (`model.keras`), trains the decoder only
+  (the encoder stays as it was), with a fresh Adam at `scst_learning_rate`; validation,
+  model selection and `history.json` continue those of the earlier stages (rows marked
+  `"stage": 3`), and its checkpoint (`scst_checkpoint.npz`) makes it resumable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from captioner.config import TrainConfig
+from captioner.data.batching import EpochBatches, InputLookup, encode_captions
+from captioner.data.dataset import ImageRecord
+from captioner.data.vocabulary import Vocabulary
+from captioner.errors import RunDirectoryError
+from captioner.evaluation.cider import CiderD
+from captioner.inference.captioner import MODEL_FILE, Captioner
+from captioner.inference.search import sample_search
+from captioner.training.checkpoint import SCST_CHECKPOINT_FILE, CheckpointStore
+from captioner.training.distribute import is_chief
+from captioner.training.monitoring import CURVES_FILE, CurvesPlotCallback, ProgressCallback
+from captioner.training.selection import ModelSelector
+from captioner.training.trainer import Trainer
+from captioner.training.validation import ValidationCallback
+
+SCST_LOSS_KEYS = ("loss", "reward", "baseline")
+
+
+def check_scst(config: TrainConfig) -> None:
+    """Refuses self-critical settings that cannot work, before anything is trained.
+
+    Raises:
+        ValueError: a negative number of epochs, fewer than one sample, a learning rate
+            that is not positive, or fine-tuning in the same run.
+    """
+    if config.scst_epochs == 0:
+        return
+    if config.scst_epochs < 0:
+        raise ValueError(f"--scst-epochs must be 0 (no SCST) or more, got {config.scst_epochs}")
+    if config.scst_samples < 1:
+        raise ValueError(f"--scst-samples must be at least 1, got {config.scst_samples}")
+    if not config.scst_learning_rate > 0:
+        raise ValueError(f"--scst-learning-rate must be positive, got {config.scst_learning_rate}")
+    if config.fine_tune_blocks:
+        raise ValueError(
+            "--scst-epochs with --fine-tune-blocks: the self-critical stage trains from the "
+            "first stage's inputs; fine-tune in one run, then train SCST in another"
+        )
+
+
+def reference_ids(targets: np.ndarray, end_id: int) -> list[list[tuple[int, ...]]]:
+    """(B, C, T) teacher-forcing targets `w… <end> <pad>…` -> every image's references as id
+    tuples without `<end>` (all-padding rows, for images with fewer captions, left out)."""
+    images = []
+    for rows in targets:
+        refs = []
+        for row in rows:
+            ids = tuple(int(i) for i in row if i != 0)
+            if ids:
+                refs.append(ids[:-1] if ids[-1] == end_id else ids)
+        images.append(refs)
+    return images
+
+
+def caption_ids(tokens: np.ndarray, end_id: int) -> list[tuple[int, ...]]:
+    """(N, T) searched tokens -> the captions as id tuples, cut at `<end>`."""
+    captions = []
+    for row in tokens:
+        ids = []
+        for i in row:
+            if i == end_id or i == 0:
+                break
+            ids.append(int(i))
+        captions.append(tuple(ids))
+    return captions
+
+
+def sequence_log_probs(model, inputs, tokens, start_id: int):
+    """The model's log-probability of whole captions, by teacher forcing them (no dropout).
+
+    Args:
+        model: the captioning model.
+        inputs: (B, ...) images or cached features.
+        tokens: (B, K, T) int32 captions, K per image: words, `<end>`, then 0.
+        start_id: the `<start>` id.
+
+    Returns:
+        (B·K,) the sum over each caption's real tokens (`<end>` included) of log p.
+    """
+    tokens = tf.cast(tokens, tf.int32)
+    start = tf.fill(tf.concat([tf.shape(tokens)[:2], [1]], 0), start_id)
+    caption_in = tf.concat([start, tokens[..., :-1]], axis=-1)  # (B, K, T)
+    logits = model((inputs, caption_in), training=False)["logits"]  # (B·K, T, V)
+    targets = tf.reshape(tokens, (-1, tokens.shape[-1]))
+    token_log_probs = -keras.losses.sparse_categorical_crossentropy(
+        targets, tf.cast(logits, "float32"), from_logits=True
+    )
+    return tf.reduce_sum(token_log_probs * tf.cast(targets != 0, "float32"), axis=-1)
+
+
+def scst_loss(model, inputs, tokens, advantages, start_id: int):
+    """REINFORCE with a baseline: `-mean((r - b) * log p(sample))` over the samples."""
+    log_probs = sequence_log_probs(model, inputs, tokens, start_id)
+    return -tf.reduce_mean(tf.cast(advantages, "float32") * log_probs)
+
+
+class ScstStep:
+    """One self-critical step on a batch `((inputs, caption_in), targets)` of `EpochBatches`,
+    whose targets hold every reference of each image; a drop-in step for `Trainer`.
+
+    Args:
+        captioner: greedy `Captioner` of the model being trained (its search settings are
+            also the sampling's).
+        optimizer: a Keras optimiser.
+        scorer: CIDEr-D with the training references' document frequencies, over id tuples.
+        samples: captions drawn per image.
+        clip_norm: the global gradient-norm limit (0: none).
+        seed: the sampling seed.
+    """
+
+    loss_keys = SCST_LOSS_KEYS
+
+    def __init__(self, captioner: Captioner, optimizer, scorer: CiderD, samples: int,
+                 clip_norm: float = 5.0, seed: int = 0):  # fmt: skip
+        self.captioner = captioner
+        self.model = captioner.model
+        self.optimizer = optimizer
+        self.scorer = scorer
+        self.samples = samples
+        self.clip_norm = float(clip_norm)
+        self.end_id = captioner.vocab.end_id
+        self.seed = keras.random.SeedGenerator(seed)
+        self.variables = self.model.decoder.trainable_variables  # the encoder stays as it was
+        optimizer.build(self.variables)
+        self._sample = tf.function(self._sample_graph)
+        self._update = tf.function(self._update_graph)
+
+    def distribute(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        return dataset  # one device
+
+    def _annotations(self, inputs):
+        if len(inputs.shape) == 3:  # cached grid features
+            return self.model.annotate(inputs)
+        return self.model.encode(inputs)[0]
+
+    def _sample_graph(self, inputs):
+        decoder = self.model.decoder
+        state = decoder.initial_state(self._annotations(inputs))
+        state = tuple(tf.repeat(x, self.samples, axis=0) for x in state)  # B -> B·K rows
+        out = sample_search(decoder.step, state, seed=self.seed, **self.captioner.search_options)
+        return out["tokens"]
+
+    def _update_graph(self, inputs, tokens, advantages):
+        with tf.GradientTape() as tape:
+            loss = scst_loss(self.model, inputs, tokens, advantages, self.captioner.vocab.start_id)
+        gradients = tape.gradient(loss, self.variables)
+        if self.clip_norm > 0:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
+        self.optimizer.apply(gradients, self.variables)
+        return loss
+
+    def _greedy(self, inputs) -> np.ndarray:
+        if len(inputs.shape) == 3:
+            return self.captioner._generate_from_features(inputs)["tokens"].numpy()
+        return self.captioner._generate(inputs)["tokens"].numpy()
+
+    def __call__(self, batch) -> dict[str, float]:
+        (inputs, _), targets = batch
+        references = reference_ids(targets.numpy(), self.end_id)
+        greedy = caption_ids(self._greedy(inputs), self.end_id)
+        tokens = self._sample(inputs).numpy()  # (B·K, T)
+        sampled = caption_ids(tokens, self.end_id)
+        k = self.samples
+        baseline = np.array([self.scorer.score(g, refs) for g, refs in zip(greedy, references)])
+        rewards = np.array(
+            [self.scorer.score(s, references[i // k]) for i, s in enumerate(sampled)]
+        )
+        advantages = rewards - np.repeat(baseline, k)
+        tokens = tokens.reshape(len(greedy), k, -1)
+        loss = self._update(inputs, tf.constant(tokens), tf.constant(advantages, tf.float32))
+        return {
+            "loss": float(loss),
+            "reward": float(rewards.mean()),
+            "baseline": float(baseline.mean()),
+        }
+
+
+def self_critical_training(
+    model,
+    config: TrainConfig,
+    vocab: Vocabulary,
+    lookup: InputLookup,
+    train_records: Sequence[ImageRecord],
+    val_records: list[ImageRecord],
+    val_features: np.ndarray | None,
+    run_dir: Path,
+    previous_stage: dict,
+    log: Callable[[str], None] = print,
+    verbose: int = 1,
+) -> None:
+    """Stage 3: `config.scst_epochs` epochs of self-critical training from the best model.
+
+    Args:
+        model: the built model of the run.
+        config: the run's settings.
+        vocab: the run's vocabulary.
+        lookup: the training inputs of stage 1 (cached features or images).
+        train_records: the training images with their captions, in `lookup`'s order.
+        val_records: the validation images.
+        val_features: their cached features, or None.
+        run_dir: the run directory; its `model.keras` is the best model so far.
+        previous_stage: the final loop state of the stage before (`Trainer.state()`).
+        log: where messages go.
+        verbose: show progress lines.
+
+    Raises:
+        RunDirectoryError: there is no model to start from.
+    """
+    best = run_dir / MODEL_FILE
+    if not best.is_file():
+        raise RunDirectoryError(f"{best}: no model of the first stage to train further")
+    model.load_weights(best)  # the best epoch so far, not the last one
+    model.stop_training = False
+    ids, counts = encode_captions(train_records, vocab, config.max_length)
+    # every reference of an image in its batch row: they are what the samples are scored on
+    batches = EpochBatches(
+        lookup, ids, counts, batch_size=config.batch_size, seed=config.seed,
+        bucketing=False, captions_per_image=ids.shape[1],
+    )  # fmt: skip
+    scorer = CiderD(reference_ids(ids[:, :, 1:], vocab.end_id))
+    optimizer = keras.optimizers.Adam(config.scst_learning_rate)
+    captioner = Captioner(model, vocab, beam_size=1)
+    step = ScstStep(
+        captioner, optimizer, scorer, config.scst_samples, config.clip_norm, config.seed
+    )
+
+    previous = previous_stage["stateful"]["validation"]
+    selector = ModelSelector(config.select_metric, config.early_stopping_patience)
+    validation = ValidationCallback(vocab, val_records, run_dir, log, selector, val_features, 3)
+    validation.set_state(
+        {
+            "history": previous["history"],
+            "selector": {**previous["selector"], "epochs_without_improvement": 0},
+        }
+    )
+    plot = CurvesPlotCallback(run_dir / CURVES_FILE)
+    plot.set_state(previous_stage["stateful"]["plot"])
+    first_epoch = previous_stage["epoch"]
+    last_epoch = first_epoch + config.scst_epochs
+    callbacks = [validation, plot]
+    if verbose:
+        callbacks.append(ProgressCallback(batches.steps_per_epoch, last_epoch))
+    trainer = Trainer(
+        model, step, batches, epochs=last_epoch, first_epoch=first_epoch, callbacks=callbacks,
+        store=CheckpointStore(run_dir / SCST_CHECKPOINT_FILE, read_only=not is_chief()),
+        checkpoint_steps=config.checkpoint_steps,
+        stateful={"validation": validation, "plot": plot},
+        log=log, loss_keys=SCST_LOSS_KEYS,
+    )  # fmt: skip
+    resumed = trainer.restore()
+    if resumed and (trainer.epoch >= last_epoch or model.stop_training):
+        log(f"{run_dir}: the run is already complete")
+        return
+    selected = previous["selector"]
+    log(
+        f"self-critical training (stage 3) from the best model (epoch {selected['best_epoch']}, "
+        f"val {config.select_metric} {selected['best']:.4g}): {config.scst_samples} samples "
+        f"per image against the greedy caption, CIDEr-D rewards; epochs {first_epoch + 1}-"
+        f"{last_epoch} at learning rate {config.scst_learning_rate:g}"
+    )
+    if resumed:
+        log(
+            f"resuming self-critical training from epoch {trainer.epoch + 1}, batch {trainer.batch}"
+        )
+    trainer.fit()

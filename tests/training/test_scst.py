@@ -1,0 +1,77 @@
+"""Self-critical sequence training: rewards, the REINFORCE gradient's sign, the stage end to end."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from captioner.cli import main
+from captioner.config import TrainConfig
+from captioner.training.scst import (
+    caption_ids,
+    check_scst,
+    reference_ids,
+    scst_loss,
+    sequence_log_probs,
+)
+from tests.helpers import tiny_model
+from tests.test_cli import TINY_MODEL
+
+END = 2
+
+
+def test_reference_and_caption_ids():
+    targets = np.array([[[5, 6, END, 0], [7, END, 0, 0], [0, 0, 0, 0]]])
+    assert reference_ids(targets, END) == [[(5, 6), (7,)]]
+    assert caption_ids(np.array([[5, 6, END, 9], [4, 0, 0, 0]]), END) == [(5, 6), (4,)]
+
+
+def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
+    model = tiny_model()
+    images = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
+    samples = tf.constant([[[5, 6, 7, END], [8, 9, END, 0]]], tf.int32)  # (B=1, K=2, T)
+    before = sequence_log_probs(model, images, samples, start_id=1).numpy()
+    variables = model.decoder.trainable_variables
+    optimizer = keras.optimizers.SGD(0.05)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = scst_loss(model, images, samples, tf.constant([1.0, -1.0]), start_id=1)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+    after = sequence_log_probs(model, images, samples, start_id=1).numpy()
+    assert after[0] > before[0]  # rewarded above the baseline
+    assert after[1] < before[1]  # below it
+    # No advantage, no change.
+    with tf.GradientTape() as tape:
+        loss = scst_loss(model, images, samples, tf.constant([0.0, 0.0]), start_id=1)
+    assert all(float(tf.reduce_max(tf.abs(g))) == 0 for g in tape.gradient(loss, variables))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="--scst-samples"):
+        check_scst(TrainConfig(scst_epochs=1, scst_samples=0))
+    with pytest.raises(ValueError, match="fine-tune"):
+        check_scst(TrainConfig(scst_epochs=1, fine_tune_blocks=1))
+    check_scst(TrainConfig())
+
+
+@pytest.mark.slow  # about 40 s: a run with both stages, twice, then beam search
+def test_the_stage_trains_logs_and_resumes(tmp_path, capsys):
+    data = tmp_path / "synth"
+    synth = ["synth", "--out", str(data), "--num-train", "12", "--num-val", "4"]
+    assert main([*synth, "--num-test", "2", "--image-size", "64"]) == 0
+    run_dir = tmp_path / "run"
+    args = ["train", "--data", str(data / "dataset.json"), "--out", str(run_dir), *TINY_MODEL]
+    args += ["--scst-epochs", "1", "--scst-samples", "2", "--no-tensorboard", "--quiet"]
+    assert main(args) == 0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [row["stage"] for row in history] == [1, 3]
+    assert history[1]["epoch"] == 2 and {"reward", "baseline", "val_bleu4"} <= set(history[1])
+    assert (run_dir / "scst_checkpoint.npz").is_file()
+    assert "self-critical training (stage 3)" in capsys.readouterr().out
+    assert main(args) == 0  # the same command again: nothing left to do
+    assert "already complete" in capsys.readouterr().out
+    # beam search works on the result
+    image = data / "images" / "test" / "test_00000.png"
+    assert main(["caption", "--model", str(run_dir), str(image), "--beam-size", "2"]) == 0
