@@ -170,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-test", type=int, default=500)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--image-size", type=int, default=128)
+    synth.add_argument(
+        "--orders",
+        choices=("settled", "mixed"),
+        default="settled",
+        help="settled: each reference's first word settles the order it names the objects in; "
+        "mixed: two references begin alike in opposite orders, as human captions do "
+        "(default: settled)",
+    )
 
     train = commands.add_parser("train", help="train a captioning model")
     _add_train_options(train)
@@ -252,6 +260,7 @@ def run_synth(args) -> int:
         num_test=args.num_test,
         seed=args.seed,
         image_size=args.image_size,
+        orders=args.orders,
     )
     print(path)
     return EXIT_OK

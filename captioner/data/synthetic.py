@@ -33,6 +33,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SIZES: tuple[str, ...] = ("small", "large")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# "settled": each reference's first word settles the order it names the objects in (the
+# default); "mixed": two references begin alike but run in opposite orders, as human
+# captions of a photo do (the generator's version-1 references; docs/results.md).
+ORDERS: tuple[str, ...] = ("settled", "mixed")
 
 # Written into dataset.json; a dataset made by an older generator is made again on first use.
 SYNTH_VERSION = 2
@@ -67,7 +71,7 @@ def _listing(phrases: list[list[str]]) -> list[str]:
     return [token for phrase in phrases[:-1] for token in phrase] + ["and"] + phrases[-1]
 
 
-def describe(objects: list[dict]) -> list[list[str]]:
+def describe(objects: list[dict], orders: str = "settled") -> list[list[str]]:
     """Builds the tokenised reference captions for a scene.
 
     The captions of a scene with several objects begin with different words ("a", "from",
@@ -81,11 +85,15 @@ def describe(objects: list[dict]) -> list[list[str]]:
     Args:
         objects: Object dicts with ``name``, ``attributes`` ([size, colour]) and ``bbox``
             ([x, y, w, h]); they are ordered left to right by x-centre here.
+        orders: "settled", or "mixed": the second caption of a scene with several objects
+            is then "a ... to the right of a ...", right to left, beginning like the first.
 
     Returns:
-        Three captions: left to right with relations (canonical), listed from the right, and
-        listed from the left.
+        Three captions: left to right with relations (canonical), listed from the right (or,
+        mixed, chained from the right), and listed from the left.
     """
+    if orders not in ORDERS:
+        raise ValueError(f"orders must be one of {ORDERS}, got {orders!r}")
     if not objects:
         raise ValueError("describe() needs at least one object")
     ordered = sorted(objects, key=lambda o: o["bbox"][0] + o["bbox"][2] / 2)
@@ -94,6 +102,9 @@ def describe(objects: list[dict]) -> list[list[str]]:
     if len(phrases) == 1:
         from_the_right = ["a", "single"] + phrases[0][1:]
         listing = ["there", "is"] + phrases[0]
+    elif orders == "mixed":
+        from_the_right = _chain(phrases[::-1], ["to", "the", "right", "of"])
+        listing = ["there", "are"] + _listing(phrases)
     else:
         from_the_right = ["from", "the", "right"] + _listing(phrases[::-1])
         listing = ["there", "are"] + _listing(phrases)
@@ -230,6 +241,7 @@ def generate_dataset(
     num_test: int = 500,
     seed: int = 0,
     image_size: int = 128,
+    orders: str = "settled",
 ) -> pathlib.Path:
     """Writes out_dir/dataset.json and the PNG images it names; returns the json path.
 
@@ -240,6 +252,8 @@ def generate_dataset(
         num_test: Number of test images.
         seed: Non-negative random seed; equal seeds give byte-identical output.
         image_size: Side of the square images in pixels (at least 64).
+        orders: How the references order the objects (see `describe`); the images are the
+            same either way.
 
     Returns:
         Path to the written ``dataset.json``.
@@ -253,6 +267,8 @@ def generate_dataset(
             raise ValueError(f"num_{split} must be a non-negative integer, got {n!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if orders not in ORDERS:
+        raise ValueError(f"orders must be one of {ORDERS}, got {orders!r}")
     if int(image_size) != image_size or image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
 
@@ -273,7 +289,7 @@ def generate_dataset(
                 if len(pending) >= _MAX_PENDING_SAVES:
                     pending.popleft().result()
                 pending.append(pool.submit(_save_png, image, split_dir / filename))
-                images.append(_record(split, filename, imgid, sentid, objects))
+                images.append(_record(split, filename, imgid, sentid, objects, orders))
                 imgid += 1
                 sentid += len(images[-1]["sentences"])
         for future in pending:
@@ -284,6 +300,7 @@ def generate_dataset(
         "synth_version": SYNTH_VERSION,
         "image_size": int(image_size),
         "seed": int(seed),
+        "orders": orders,
     }
     data["images"] = images
     json_path = out / "dataset.json"
@@ -294,13 +311,18 @@ def generate_dataset(
 
 
 def is_current(json_path: str | os.PathLike) -> bool:
-    """Whether ``json_path`` is a synthetic dataset written by this generator version."""
+    """Whether ``json_path`` is a synthetic dataset of this generator version and the default
+    (settled) orders, the main job's."""
     try:
         with open(json_path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and data.get("synth_version") == SYNTH_VERSION
+    return (
+        isinstance(data, dict)
+        and data.get("synth_version") == SYNTH_VERSION
+        and data.get("orders", "settled") == "settled"
+    )
 
 
 def _save_png(image: Image.Image, path: pathlib.Path) -> None:
@@ -308,10 +330,12 @@ def _save_png(image: Image.Image, path: pathlib.Path) -> None:
     image.save(path, format="PNG", compress_level=1)
 
 
-def _record(split: str, filename: str, imgid: int, sentid: int, objects: list[dict]) -> dict:
+def _record(
+    split: str, filename: str, imgid: int, sentid: int, objects: list[dict], orders: str
+) -> dict:
     """Builds the Karpathy-format entry of one image, numbering captions from ``sentid``."""
     sentences = []
-    for k, tokens in enumerate(describe(objects)):
+    for k, tokens in enumerate(describe(objects, orders)):
         sentences.append(
             {"tokens": tokens, "raw": " ".join(tokens), "imgid": imgid, "sentid": sentid + k}
         )

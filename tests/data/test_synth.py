@@ -249,3 +249,23 @@ def test_make_scene_other_size() -> None:
 def test_invalid_arguments(tmp_path: pathlib.Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         generate_dataset(tmp_path, **{"num_train": 1, "num_val": 1, "num_test": 1, **kwargs})
+
+
+def test_mixed_orders_begin_alike_in_opposite_orders(tmp_path: pathlib.Path) -> None:
+    objs = [
+        {"name": "circle", "attributes": ["large", "red"], "bbox": [0, 0, 36, 36]},
+        {"name": "square", "attributes": ["small", "blue"], "bbox": [90, 10, 20, 20]},
+    ]
+    caps = [" ".join(c) for c in describe(objs, orders="mixed")]
+    assert caps[0] == "a large red circle to the left of a small blue square"
+    assert caps[1] == "a small blue square to the right of a large red circle"
+    assert caps[2] == "there are a large red circle and a small blue square"
+    with pytest.raises(ValueError, match="orders"):
+        describe(objs, orders="random")
+    settled = generate_dataset(tmp_path / "settled", num_train=3, num_val=0, num_test=0)
+    mixed = generate_dataset(tmp_path / "mixed", num_train=3, num_val=0, num_test=0, orders="mixed")
+    # the same scenes and images; only the references differ, and the main job's check
+    # for its own dataset does not take the mixed one
+    a, b = (json.loads(p.read_text()) for p in (settled, mixed))
+    assert [e["objects"] for e in a["images"]] == [e["objects"] for e in b["images"]]
+    assert is_current(settled) and not is_current(mixed) and b["orders"] == "mixed"
