@@ -97,7 +97,7 @@ def dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def resolve_settings(config: TrainConfig) -> TrainConfig:
+def resolve_settings(config: TrainConfig, synthetic: bool | None = None) -> TrainConfig:
     """`config` with its automatic settings ("", 0, None) made concrete.
 
     The synthetic main job gets EfficientNet-Lite0 at 128 px; other datasets (real photos)
@@ -107,8 +107,12 @@ def resolve_settings(config: TrainConfig) -> TrainConfig:
     for small_cnn, which is always trained from scratch. The decoder's sizes, dropout,
     vocabulary threshold, captions per image, epochs and selection metric follow the data
     (`DATA_DEFAULTS`); selecting by CIDEr-D needs the coco extra, else BLEU-4 is used.
+
+    `synthetic` says whether the data are the synthetic shapes (default: when no `data` is
+    given; a synthetic dataset given with `--data`, such as `synth --orders mixed`, is too).
     """
-    synthetic = config.data is None
+    if synthetic is None:
+        synthetic = config.data is None
     defaults = DATA_DEFAULTS["synthetic" if synthetic else "photos"]
     encoder = config.encoder or ("efficientnet_lite0" if synthetic else "efficientnet_lite2")
     weights = config.encoder_weights

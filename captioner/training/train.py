@@ -61,18 +61,20 @@ def train(config: TrainConfig, log: Callable[[str], None] = print, verbose: int 
     tensorboard/. With a frozen encoder and `config.feature_cache`, the decoder trains
     from the encoder's cached features. With `config.fine_tune_blocks`, a second stage
     then fine-tunes the encoder's top blocks with the decoder
-    (`captioner.training.fine_tuning`; it resumes from fine_tune_checkpoint.npz).
+    (`captioner.training.fine_tuning`; it resumes from fine_tune_checkpoint.npz); with
+    `config.scst_epochs`, a self-critical stage follows (`captioner.training.scst`).
 
     Raises:
         TrainingDiverged: the loss became NaN or Inf (the last good checkpoint is kept).
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved).
     """
-    config = resolve_settings(config)
+    data_path = resolve_dataset(config, log)
+    records, dataset = load_dataset(data_path, config.images, warn=log)
+    # Scenes with listed objects are the synthetic shapes, also when given with --data.
+    config = resolve_settings(config, synthetic=all(r.objects is not None for r in records))
     check_select_metric(config.select_metric)
     check_fine_tuning(config)
     check_scst(config)
-    data_path = resolve_dataset(config, log)
-    records, dataset = load_dataset(data_path, config.images, warn=log)
     if not config.out:  # the run directory is named after the data
         config = dataclasses.replace(config, out=str(Path("runs") / dataset.name))
     train_records = [r for r in select_split(records, "train") if r.captions]

@@ -103,6 +103,9 @@ def test_automatic_model_settings_follow_the_data_and_the_encoder():
     for name, value in DATA_DEFAULTS["photos"].items():
         assert getattr(photos, name) in (value, "bleu4")  # bleu4: without the coco extra
     assert resolve_settings(TrainConfig(data="d.json", units=64, min_count=2)).units == 64
+    # a synthetic dataset given with --data (e.g. synth --orders mixed) keeps its defaults
+    mixed = resolve_settings(TrainConfig(data="mixed/dataset.json"), synthetic=True)
+    assert (mixed.encoder, mixed.image_size, mixed.embed_dim) == ("efficientnet_lite0", 128, 64)
     scratch = resolve_settings(TrainConfig(encoder="small_cnn"))
     assert (scratch.encoder_weights, scratch.image_size, scratch.grid_stride) == ("none", 128, 32)
     assert scratch.feature_norm is False
