@@ -14,7 +14,12 @@ from captioner.data.dataset import ImageRecord
 from captioner.data.image_pipeline import image_dataset
 from captioner.evaluation.coco_metrics import COCO_METRICS, coco_scores
 from captioner.evaluation.grounding import grounding_scores
-from captioner.evaluation.metrics import corpus_bleu, object_accuracy, sentence_bleu
+from captioner.evaluation.metrics import (
+    corpus_bleu,
+    object_accuracy,
+    objects_correct,
+    sentence_bleu,
+)
 from captioner.inference.captioner import Caption, Captioner
 
 ALL_COCO_METRICS = (*COCO_METRICS, "spice")
@@ -109,8 +114,9 @@ def score_captions(
     Returns:
         ``(scores, per_image)``: BLEU-1…4 and the asked coco metrics (0–100, None where not
         computed, with the reason under ``not_computed``), object accuracy where the dataset
-        lists objects and grounding scores where they have boxes; per-image details for error
-        analysis.
+        lists objects and grounding scores where they have boxes; per image, for error
+        analysis: ``bleu4``, the coco metrics, ``objects_correct``, ``pointing_accuracy``
+        (0–100 over the caption's scored shape words, None if none) and ``grounding``.
     """
     if len(records) != len(captions):
         raise ValueError(f"{len(records)} images but {len(captions)} captions")
@@ -132,13 +138,18 @@ def score_captions(
             for row, value in zip(per_image, values, strict=True):
                 row[metric] = value
     if records and all(r.objects is not None for r in records):
-        accuracy = object_accuracy(hypotheses, [r.objects for r in records])
+        objects = [r.objects for r in records]
+        accuracy = object_accuracy(hypotheses, objects)
         scores["object_accuracy"] = accuracy["overall"]
         scores["object_accuracy_by_count"] = accuracy["by_count"]
+        for row, correct in zip(per_image, objects_correct(hypotheses, objects), strict=True):
+            row["objects_correct"] = correct
     if _has_boxes(records):
         grounding, rows = grounding_metrics(records, captions)
         scores.update(grounding)
         for row, mentions in zip(per_image, rows, strict=True):
+            hits = [float(m["hit"]) for m in mentions if m["status"] == "matched"]
+            row["pointing_accuracy"] = 100.0 * sum(hits) / len(hits) if hits else None
             row["grounding"] = mentions
     return scores, per_image
 

@@ -71,6 +71,9 @@ def test_score_captions_bleu_objects_and_grounding(tmp_path, monkeypatch):
     assert scores["grounding_scored_words"] == 3
     assert [len(row["grounding"]) for row in per_image] == [1, 2]
     assert per_image[0]["grounding"][0]["hit"] is True
+    assert [row["objects_correct"] for row in per_image] == [True, True]
+    # Image 1: the circle's peak is on it, the square's is not.
+    assert [row["pointing_accuracy"] for row in per_image] == pytest.approx([100.0, 50.0])
     assert 0 < per_image[1]["bleu4"] <= 100
     report = format_report(scores)
     assert "pointing_accuracy" in report and "meteor: not computed" in report
@@ -83,6 +86,7 @@ def test_score_captions_without_boxes_has_no_grounding(tmp_path):
     scores, per_image = score_captions(records, make_captions(), coco_metrics=())
     assert "pointing_accuracy" not in scores and "object_accuracy" not in scores
     assert "meteor" not in scores and "grounding" not in per_image[0]
+    assert "objects_correct" not in per_image[0] and "pointing_accuracy" not in per_image[0]
     with pytest.raises(ValueError, match="2 images but 1 captions"):
         score_captions(records, make_captions()[:1])
 
