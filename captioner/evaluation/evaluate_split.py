@@ -21,6 +21,7 @@ from captioner.evaluation.metrics import (
     sentence_bleu,
 )
 from captioner.inference.captioner import Caption, Captioner
+from captioner.inference.report import REPORT_FILE, ReportItem, run_summary, write_report
 
 ALL_COCO_METRICS = (*COCO_METRICS, "spice")
 
@@ -166,9 +167,12 @@ def evaluate_split(
     tokenizer: str = "ptb",
     on_error: Callable[[str], None] | None = None,
     features: np.ndarray | None = None,
+    report: bool = False,
+    run_dir: str | Path | None = None,
 ) -> dict:
     """Captions a split with free-running decoding and scores it; with `out_dir`, writes
-    metrics.json, predictions.json and per_image.jsonl there.
+    metrics.json, predictions.json and per_image.jsonl there (and report.html with
+    `report`).
 
     Args:
         captioner: The model to evaluate.
@@ -181,6 +185,9 @@ def evaluate_split(
         extra: More entries for the metrics (e.g. the model and dataset paths).
         coco_metrics: pycocoevalcap metrics to compute (empty: BLEU and grounding only).
         tokenizer: Tokenisation for the pycocoevalcap scorers.
+        report: Also write report.html (see `captioner.inference.report`) to `out_dir`.
+        run_dir: The model's run directory, whose settings and training curves the report
+            shows.
 
     Images that cannot be read are reported through `on_error`, left out of the scores
     and counted as `num_unreadable_images`.
@@ -190,6 +197,7 @@ def evaluate_split(
         seconds taken (captioning and scoring).
     """
     started = time.perf_counter()
+    all_records = records
     predicted = predict_records(captioner, records, batch_size, on_error, features)
     unreadable = sum(c is None for c in predicted)
     records = [r for r, c in zip(records, predicted) if c is not None]
@@ -208,7 +216,35 @@ def evaluate_split(
     )
     if out_dir is not None:
         write_outputs(Path(out_dir), records, captions, metrics, per_image)
+        if report:
+            rows = iter(per_image)
+            items = [
+                report_item(r, c, next(rows) if c is not None else {})
+                for r, c in zip(all_records, predicted, strict=True)
+            ]
+            write_report(
+                Path(out_dir) / REPORT_FILE,
+                items,
+                title=f"{split} split of {metrics.get('dataset') or 'the dataset'}",
+                metrics=metrics,
+                run=run_summary(run_dir) if run_dir is not None else None,
+            )
     return metrics
+
+
+def report_item(record: ImageRecord, caption: Caption | None, scores: dict) -> ReportItem:
+    """One image of the evaluation report: its caption, references and per-image scores
+    (a row of `score_captions`); without a caption, the image could not be read."""
+    return ReportItem(
+        path=record.path,
+        caption=caption,
+        references=[" ".join(c) for c in record.captions],
+        scores={k: v for k, v in scores.items() if k != "grounding"},
+        objects=record.objects,
+        grounding=scores.get("grounding"),
+        error=None if caption is not None else "the image could not be read",
+        image_id=record.image_id,
+    )
 
 
 def write_outputs(
