@@ -389,9 +389,13 @@ def curves_svg(history: Sequence[Mapping]) -> str:
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
+    # The penalty is logged even when its weight is 0; drawn only when the loss holds it.
+    weighted = any(abs(r.get("loss", 0.0) - r.get("xent", 0.0)) > 1e-6 for r in rows)
     panels = []
     for title, wanted in CURVE_PANELS:
         names = [k for k in keys if k.startswith("val_")] if wanted is None else list(wanted)
+        if not weighted:
+            names = [n for n in names if n != "penalty"]
         series = {}
         for name in names:
             points = [
@@ -399,7 +403,7 @@ def curves_svg(history: Sequence[Mapping]) -> str:
                 for r in rows
                 if isinstance(r.get(name), (int, float)) and math.isfinite(r[name])
             ]
-            if points and not (name == "penalty" and all(y == 0 for _, y in points)):
+            if points:
                 series[name] = points
         if series:
             panels.append(_panel_svg(title, series))

@@ -27,8 +27,8 @@ from tests.browser import missing_browser, quit_chromium, start_chromium
 GRID = (4, 4)
 CORNERS = {"top_left": (0, 0), "bottom_right": (3, 3), "top_right": (0, 3)}
 HISTORY = [
-    {"epoch": 1, "loss": 1.3, "xent": 1.3, "penalty": 0.0, "lr": 1e-3, "val_bleu4": 64.6},
-    {"epoch": 2, "loss": 0.4, "xent": 0.4, "penalty": 0.0, "lr": 5e-4, "val_bleu4": 83.2},
+    {"epoch": 1, "loss": 1.3, "xent": 1.3, "penalty": 50.0, "lr": 1e-3, "val_bleu4": 64.6},
+    {"epoch": 2, "loss": 0.4, "xent": 0.4, "penalty": 50.0, "lr": 5e-4, "val_bleu4": 83.2},
 ]
 METRICS = {
     "bleu1": 80.0,
@@ -185,7 +185,9 @@ def test_report_text_is_escaped(tmp_path):
 def test_curves_and_run_summary(tmp_path):
     assert curves_svg([]) == ""
     svg = curves_svg(HISTORY)
-    assert "val_bleu4" in svg and "xent" in svg and "penalty" not in svg  # all-zero: left out
+    assert "val_bleu4" in svg and "xent" in svg and "penalty" not in svg  # weight 0: left out
+    weighted = [{**row, "loss": row["xent"] + 0.1, "penalty": 5.0} for row in HISTORY]
+    assert "penalty" in curves_svg(weighted)
     (tmp_path / "config.json").write_text(
         json.dumps(
             {
