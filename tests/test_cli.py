@@ -121,7 +121,7 @@ def test_caption_html_report_of_a_users_photos(run, tmp_path, capsys):
     assert f"report written to {page}" in captured.err
     text = page.read_text(encoding="utf-8")
     assert "3 images captioned by" in text and "missing.png: no such file" in text
-    assert "<th>decoding</th>" in text and "<h2>scores</h2>" not in text
+    assert '<span class="k">decoding</span>' in text and "<h2>scores</h2>" not in text
     assert sorted(p.name for p in (tmp_path / "mine" / "photos_images").iterdir()) == [
         "00000.jpg",
         "00001.jpg",

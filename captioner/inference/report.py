@@ -250,16 +250,17 @@ def _flatten(name: str, value: object, rows: list[tuple[str, object]]) -> None:
 
 
 def _table(rows: Sequence[tuple[str, object]], reasons: Mapping[str, str] | None = None) -> str:
+    """Name-value rows, in two columns read downwards when there are more than ten."""
     reasons = reasons or {}
-    lines = ['<table class="kv">']
+    lines = [f'<div class="kv{" two" if len(rows) > 10 else ""}">']
     for name, value in rows:
         reason = reasons.get(name)
         title = f' title="{html.escape(reason)}"' if reason else ""
         lines.append(
-            f"<tr><th>{html.escape(name)}</th>"
-            f"<td{title}>{html.escape(_number(value))}{' *' if reason else ''}</td></tr>"
+            f'<div class="row"{title}><span class="k">{html.escape(name)}</span>'
+            f'<span class="v">{html.escape(_number(value))}{" *" if reason else ""}</span></div>'
         )
-    lines.append("</table>")
+    lines.append("</div>")
     return "\n".join(lines)
 
 
@@ -273,7 +274,7 @@ def metrics_tables(metrics: Mapping) -> str:
         if key in ("not_computed", "model", "dataset"):
             continue
         _flatten(key, value, run if key in RUN_KEYS else scores)
-    parts = ['<div class="panel"><h2>scores</h2>', _table(scores, reasons)]
+    parts = ['<div class="panel scoreboard"><h2>scores</h2>', _table(scores, reasons)]
     if reasons:
         notes = "".join(
             f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in reasons.items()
@@ -326,9 +327,14 @@ CURVE_PANELS = (
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
+def _tick(value: float) -> str:
+    return f"{value:.1e}" if 0 < abs(value) < 0.01 else f"{value:.3g}"
+
+
 def _panel_svg(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
-    legend_rows = math.ceil(len(series) / 2)
-    width, left, right, top, plot_h = 300, 46, 8, 22, 100
+    legend_columns = 2 if max(len(name) for name in series) <= 16 else 1
+    legend_rows = math.ceil(len(series) / legend_columns)
+    width, left, right, top, plot_h = 236, 50, 8, 22, 90
     bottom = 24 + 13 * legend_rows
     height = top + plot_h + bottom
     xs = [x for points in series.values() for x, _ in points]
@@ -356,7 +362,7 @@ def _panel_svg(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
     for value in (y0, y1):
         out.append(
             f'<text x="{left - 4}" y="{py(value) + 4:.1f}" class="a" '
-            f'text-anchor="end">{value:.3g}</text>'
+            f'text-anchor="end">{_tick(value)}</text>'
         )
     out.append(f'<text x="{left}" y="{top + plot_h + 13}" class="a">{x0:g}</text>')
     out.append(
@@ -372,7 +378,7 @@ def _panel_svg(title: str, series: dict[str, list[tuple[float, float]]]) -> str:
                 f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{colour}">'
                 f"<title>{html.escape(name)}, epoch {x:g}: {y:.4g}</title></circle>"
             )
-        row, col = divmod(k, 2)
+        row, col = divmod(k, legend_columns)
         lx, ly = left + col * (plot_w // 2), top + plot_h + 28 + row * 13
         out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>')
         out.append(f'<text x="{lx + 14}" y="{ly - 3}" class="a">{html.escape(name)}</text>')
