@@ -335,3 +335,15 @@ def test_sorting_puts_the_lowest_score_first_and_filter_hides_the_rest(browser):
     box.send_keys(" ")
     wait_until(browser, "return document.querySelectorAll('article.card').length === 4")
     assert card_indices(browser) == [0, 1, 2, 3]
+
+
+@needs_browser
+def test_a_thumbnail_gone_from_the_folder_is_named_on_the_page(browser, tmp_path):
+    items = make_items(tmp_path)[:2]
+    page = write_report(tmp_path / "moved.html", items, title="moved")
+    (tmp_path / "moved_images" / "00001.jpg").unlink()
+    browser.get(page.as_uri())  # the last test of the module: it leaves the shared page
+    wait_until(browser, "return document.querySelectorAll('article.card .missing').length === 1")
+    missing = browser.find_element("css selector", "article.card .missing").text
+    assert f"image missing: {items[1].path}" in missing and "moved_images/00001.jpg" in missing
+    assert len(browser.find_elements("css selector", ".figure img")) == 1
