@@ -237,16 +237,12 @@ def _number(value: object) -> str:
 
 
 def _flatten(name: str, value: object, rows: list[tuple[str, object]]) -> None:
-    if isinstance(value, Mapping):
-        for key, sub in value.items():
-            inner = key == "by_count" and isinstance(sub, Mapping)
-            if inner:
-                for n, v in sub.items():
-                    _flatten(f"{name}[{n}]", v, rows)
-            else:
-                _flatten(f"{name}[{key}]" if name else str(key), sub, rows)
-    else:
+    """Appends `value`'s rows, a nested mapping's as ``name[key]`` (as the printed table)."""
+    if not isinstance(value, Mapping):
         rows.append((name, value))
+        return
+    for key, sub in value.items():
+        _flatten(f"{name}[{key}]" if name else str(key), sub, rows)
 
 
 def _table(rows: Sequence[tuple[str, object]], reasons: Mapping[str, str] | None = None) -> str:
