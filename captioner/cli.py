@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--format", choices=("text", "json"), default="text")
     caption.add_argument("--attention-dir", help="write attention maps (PNG and .npz) here")
     caption.add_argument("--attention-format", choices=("png", "npz", "both"), default="both")
+    caption.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write a report page of the images, captions and attention maps (thumbnails in "
+        "FILE's folder, in NAME_images/)",
+    )
     caption.add_argument("--batch-size", type=int, default=32)
     caption.add_argument(
         "--max-pixels",
@@ -239,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--skip-missing", action="store_true", help="score without missing image files"
+    )
+    evaluate.add_argument(
+        "--report",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write report.html, a page of every image with its caption, references, scores "
+        "and attention maps, to the output folder (default: on)",
     )
     _add_decoding_options(evaluate, default_beam=1)
 
@@ -314,7 +327,23 @@ def run_caption(args) -> int:
         attention_formats=formats,
         max_pixels=args.max_pixels,
     )
-    return _print_results(results, args.format, lambda r: f"{r.path}: {r.caption.text}")
+    kept: list = []
+    if args.html:
+        results = _keeping(results, kept)
+    code = _print_results(results, args.format, lambda r: f"{r.path}: {r.caption.text}")
+    if args.html:
+        from captioner.inference.report import write_caption_report
+
+        path = write_caption_report(args.html, kept, args.model, captioner.settings)
+        print(f"captioner: report written to {path}", file=sys.stderr)
+    return code
+
+
+def _keeping(items, kept: list):
+    """Yields `items`, appending each to `kept`."""
+    for item in items:
+        kept.append(item)
+        yield item
 
 
 def _print_results(results, output_format: str, as_text) -> int:
@@ -388,9 +417,13 @@ def run_evaluate(args) -> int:
         coco_metrics=coco,
         tokenizer=args.coco_tokenizer,
         on_error=lambda message: print(f"captioner: {message}", file=sys.stderr),
+        report=args.report,
+        run_dir=run_dir,
     )
     print(format_report(metrics))
     print(f"written to {out}")
+    if args.report:
+        print(f"report: {out / 'report.html'}")
     return EXIT_SOME_FAILED if metrics["num_unreadable_images"] else EXIT_OK
 
 

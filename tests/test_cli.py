@@ -109,6 +109,25 @@ def test_caption_json_lines_and_attention_files(run, tmp_path, capsys):
         assert any(p.endswith(".png") for p in row["attention"])
 
 
+def test_caption_html_report_of_a_users_photos(run, tmp_path, capsys):
+    data, run_dir = run
+    images = sorted((data / "images" / "test").glob("*.png"))[:2]
+    page = tmp_path / "mine" / "photos.html"
+    missing = tmp_path / "missing.png"
+    args = ["caption", "--model", str(run_dir), *map(str, images), str(missing)]
+    assert main([*args, "--format", "json", "--html", str(page)]) == 1
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2  # stdout: only the JSON lines
+    assert f"report written to {page}" in captured.err
+    text = page.read_text(encoding="utf-8")
+    assert "3 images captioned by" in text and "missing.png: no such file" in text
+    assert '<span class="k">decoding</span>' in text and "<h2>scores</h2>" not in text
+    assert sorted(p.name for p in (tmp_path / "mine" / "photos_images").iterdir()) == [
+        "00000.jpg",
+        "00001.jpg",
+    ]
+
+
 def test_caption_names_bad_files_and_goes_on(run, tmp_path, capsys):
     data, run_dir = run
     good = sorted((data / "images" / "test").glob("*.png"))[0]
@@ -219,6 +238,28 @@ def test_evaluate_writes_metrics_predictions_and_per_image(run, tmp_path, capsys
     assert len(predictions) == 4 and set(predictions[0]) == {"image_id", "caption"}
     rows = [json.loads(x) for x in (out / "per_image.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len(rows[0]["references"]) >= 3
+    assert {"bleu4", "objects_correct", "pointing_accuracy"} <= set(rows[0])
+    assert f"report: {out / 'report.html'}" in printed
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "training curves" in page and "val_bleu4" in page and "small_cnn" in page
+    assert len(list((out / "report_images").glob("*.jpg"))) == 4
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run_dir),
+                "--out",
+                str(tmp_path / "e2"),
+                "--no-report",
+                "--coco-metrics",
+                "none",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "e2" / "metrics.json").is_file()
+    assert not (tmp_path / "e2" / "report.html").exists()
 
 
 def test_usage_errors_exit_2_without_traceback(run, tmp_path, capsys):

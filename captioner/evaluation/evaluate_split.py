@@ -15,8 +15,14 @@ from captioner.data.image_pipeline import image_dataset
 from captioner.evaluation.attention_focus import attention_focus_scores
 from captioner.evaluation.coco_metrics import COCO_METRICS, coco_scores
 from captioner.evaluation.grounding import grounding_scores
-from captioner.evaluation.metrics import corpus_bleu, object_accuracy, sentence_bleu
+from captioner.evaluation.metrics import (
+    corpus_bleu,
+    object_accuracy,
+    objects_correct,
+    sentence_bleu,
+)
 from captioner.inference.captioner import Caption, Captioner
+from captioner.inference.report import REPORT_FILE, ReportItem, run_summary, write_report
 
 ALL_COCO_METRICS = (*COCO_METRICS, "spice")
 
@@ -111,8 +117,10 @@ def score_captions(
         ``(scores, per_image)``: BLEU-1…4 and the asked coco metrics (0–100, None where not
         computed, with the reason under ``not_computed``), object accuracy where the dataset
         lists objects and grounding scores where they have boxes, the attention focus scores
-        (`captioner.evaluation.attention_focus`) and the number of distinct captions;
-        per-image details for error analysis.
+        (`captioner.evaluation.attention_focus`) and the number of distinct captions; per
+        image, for error analysis: ``bleu4``, the coco metrics, ``objects_correct``,
+        ``pointing_accuracy`` (0–100 over the caption's scored shape words, None if none)
+        and ``grounding``.
     """
     if len(records) != len(captions):
         raise ValueError(f"{len(records)} images but {len(captions)} captions")
@@ -134,15 +142,20 @@ def score_captions(
             for row, value in zip(per_image, values, strict=True):
                 row[metric] = value
     if records and all(r.objects is not None for r in records):
-        accuracy = object_accuracy(hypotheses, [r.objects for r in records])
+        objects = [r.objects for r in records]
+        accuracy = object_accuracy(hypotheses, objects)
         scores["object_accuracy"] = accuracy["overall"]
         scores["object_accuracy_by_count"] = accuracy["by_count"]
+        for row, correct in zip(per_image, objects_correct(hypotheses, objects), strict=True):
+            row["objects_correct"] = correct
     scores.update(attention_focus_scores(hypotheses, [c.alphas for c in captions]))
     scores["distinct_captions"] = len({" ".join(h) for h in hypotheses})
     if _has_boxes(records):
         grounding, rows = grounding_metrics(records, captions)
         scores.update(grounding)
         for row, mentions in zip(per_image, rows, strict=True):
+            hits = [float(m["hit"]) for m in mentions if m["status"] == "matched"]
+            row["pointing_accuracy"] = 100.0 * sum(hits) / len(hits) if hits else None
             row["grounding"] = mentions
     return scores, per_image
 
@@ -159,9 +172,12 @@ def evaluate_split(
     tokenizer: str = "ptb",
     on_error: Callable[[str], None] | None = None,
     features: np.ndarray | None = None,
+    report: bool = False,
+    run_dir: str | Path | None = None,
 ) -> dict:
     """Captions a split with free-running decoding and scores it; with `out_dir`, writes
-    metrics.json, predictions.json and per_image.jsonl there.
+    metrics.json, predictions.json and per_image.jsonl there (and report.html with
+    `report`).
 
     Args:
         captioner: The model to evaluate.
@@ -174,6 +190,9 @@ def evaluate_split(
         extra: More entries for the metrics (e.g. the model and dataset paths).
         coco_metrics: pycocoevalcap metrics to compute (empty: BLEU and grounding only).
         tokenizer: Tokenisation for the pycocoevalcap scorers.
+        report: Also write report.html (see `captioner.inference.report`) to `out_dir`.
+        run_dir: The model's run directory, whose settings and training curves the report
+            shows.
 
     Images that cannot be read are reported through `on_error`, left out of the scores
     and counted as `num_unreadable_images`.
@@ -183,6 +202,7 @@ def evaluate_split(
         seconds taken (captioning and scoring).
     """
     started = time.perf_counter()
+    all_records = records
     predicted = predict_records(captioner, records, batch_size, on_error, features)
     unreadable = sum(c is None for c in predicted)
     records = [r for r, c in zip(records, predicted) if c is not None]
@@ -201,7 +221,35 @@ def evaluate_split(
     )
     if out_dir is not None:
         write_outputs(Path(out_dir), records, captions, metrics, per_image)
+        if report:
+            rows = iter(per_image)
+            items = [
+                report_item(r, c, next(rows) if c is not None else {})
+                for r, c in zip(all_records, predicted, strict=True)
+            ]
+            write_report(
+                Path(out_dir) / REPORT_FILE,
+                items,
+                title=f"{split} split of {metrics.get('dataset') or 'the dataset'}",
+                metrics=metrics,
+                run=run_summary(run_dir) if run_dir is not None else None,
+            )
     return metrics
+
+
+def report_item(record: ImageRecord, caption: Caption | None, scores: dict) -> ReportItem:
+    """One image of the evaluation report: its caption, references and per-image scores
+    (a row of `score_captions`); without a caption, the image could not be read."""
+    return ReportItem(
+        path=record.path,
+        caption=caption,
+        references=[" ".join(c) for c in record.captions],
+        scores={k: v for k, v in scores.items() if k != "grounding"},
+        objects=record.objects,
+        grounding=scores.get("grounding"),
+        error=None if caption is not None else "the image could not be read",
+        image_id=record.image_id,
+    )
 
 
 def write_outputs(

@@ -156,6 +156,27 @@ def parse_objects(
     return found
 
 
+def objects_correct(
+    hypotheses: Sequence[Sequence[str]], objects: Sequence[Sequence[Mapping]]
+) -> list[bool]:
+    """Whether each caption names exactly its image's objects (see :func:`object_accuracy`).
+
+    Args:
+        hypotheses: One token list per image.
+        objects: One list of ground-truth object dicts per image.
+    """
+    if len(hypotheses) != len(objects):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(objects)} object lists")
+    truths = [Counter(object_key(o) for o in objs) for objs in objects]
+    names = {name for t in truths for _, name in t}
+    attributes = {a for t in truths for attrs, _ in t for a in attrs}
+    correct = []
+    for hyp, truth in zip(hypotheses, truths, strict=True):
+        _check_tokens(hyp, "hypothesis")
+        correct.append(parse_objects(hyp, names, attributes) == truth)
+    return correct
+
+
 def object_accuracy(
     hypotheses: Sequence[Sequence[str]], objects: Sequence[Sequence[Mapping]]
 ) -> dict:
@@ -169,16 +190,9 @@ def object_accuracy(
         ``{"overall": pct, "by_count": {"1": pct, ...}, "count": n}``; ``by_count`` is keyed
         by the number of ground-truth objects in the image. Percentages are 0-100.
     """
-    if len(hypotheses) != len(objects):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(objects)} object lists")
-    truths = [Counter(object_key(o) for o in objs) for objs in objects]
-    names = {name for t in truths for _, name in t}
-    attributes = {a for t in truths for attrs, _ in t for a in attrs}
     hits: dict[int, list[bool]] = {}
-    for hyp, truth in zip(hypotheses, truths, strict=True):
-        _check_tokens(hyp, "hypothesis")
-        ok = parse_objects(hyp, names, attributes) == truth
-        hits.setdefault(sum(truth.values()), []).append(ok)
+    for ok, objs in zip(objects_correct(hypotheses, objects), objects, strict=True):
+        hits.setdefault(len(objs), []).append(ok)
     flat = [ok for oks in hits.values() for ok in oks]
 
     def pct(oks: list[bool]) -> float:

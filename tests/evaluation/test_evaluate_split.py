@@ -1,6 +1,7 @@
 """Tests for captioner.evaluation.evaluate_split: a fake captioner, hand-made attention maps."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -71,6 +72,9 @@ def test_score_captions_bleu_objects_and_grounding(tmp_path, monkeypatch):
     assert scores["grounding_scored_words"] == 3
     assert [len(row["grounding"]) for row in per_image] == [1, 2]
     assert per_image[0]["grounding"][0]["hit"] is True
+    assert [row["objects_correct"] for row in per_image] == [True, True]
+    # Image 1: the circle's peak is on it, the square's is not.
+    assert [row["pointing_accuracy"] for row in per_image] == pytest.approx([100.0, 50.0])
     assert 0 < per_image[1]["bleu4"] <= 100
     report = format_report(scores)
     assert "pointing_accuracy" in report and "meteor: not computed" in report
@@ -83,6 +87,7 @@ def test_score_captions_without_boxes_has_no_grounding(tmp_path):
     scores, per_image = score_captions(records, make_captions(), coco_metrics=())
     assert "pointing_accuracy" not in scores and "object_accuracy" not in scores
     assert "meteor" not in scores and "grounding" not in per_image[0]
+    assert "objects_correct" not in per_image[0] and "pointing_accuracy" not in per_image[0]
     with pytest.raises(ValueError, match="2 images but 1 captions"):
         score_captions(records, make_captions()[:1])
 
@@ -121,3 +126,45 @@ def test_evaluate_split_writes_the_three_outputs(tmp_path):
     rows = [json.loads(line) for line in (out / "per_image.jsonl").read_text().splitlines()]
     assert rows[1]["references"] == ["a small blue circle a large red square"]
     assert {"hypothesis", "bleu4", "grounding"} <= set(rows[1])
+
+
+def test_evaluate_split_writes_a_report_that_names_unreadable_images(tmp_path):
+    records = make_records(tmp_path)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    records.append(ImageRecord(2, broken, "test", [["a", "red", "circle"]], []))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "history.json").write_text(json.dumps([{"epoch": 1, "loss": 0.5}]))
+    out = tmp_path / "eval"
+    errors = []
+    metrics = evaluate_split(
+        FakeCaptioner(),
+        records,
+        split="test",
+        out_dir=out,
+        coco_metrics=(),
+        extra={"model": str(run_dir), "dataset": "d.json"},
+        on_error=errors.append,
+        report=True,
+        run_dir=run_dir,
+    )
+    assert metrics["num_unreadable_images"] == 1 and len(errors) == 1
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert "<title>test split of d.json</title>" in text and "training loss" in text
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1))
+    items = data["items"]
+    assert [item.get("words") for item in items] == [
+        ["a", "large", "red", "circle"],
+        "a small blue circle a large red square".split(),
+        None,
+    ]
+    assert items[1]["scores"]["pointing_accuracy"] == pytest.approx(50.0)
+    assert items[1]["marks"][1] == {"i": 7, "status": "matched", "object": 1, "hit": False}
+    assert items[2]["missing"].startswith(f"{broken}: ") and "thumb" not in items[2]
+    assert sorted(p.name for p in (out / "report_images").iterdir()) == ["00000.jpg", "00001.jpg"]
+    # Without `report`, no page.
+    evaluate_split(
+        FakeCaptioner(), records[:2], split="test", out_dir=tmp_path / "e2", coco_metrics=()
+    )
+    assert not (tmp_path / "e2" / "report.html").exists()

@@ -13,6 +13,7 @@ from captioner.evaluation.metrics import (
     format_table,
     object_accuracy,
     object_key,
+    objects_correct,
     parse_objects,
     sentence_bleu,
 )
@@ -251,6 +252,16 @@ def test_object_accuracy_by_count():
     assert result["by_count"] == pytest.approx({"1": 50.0, "2": 100.0, "3": 50.0})
     assert list(result["by_count"]) == ["1", "2", "3"]
     assert result["count"] == 5
+
+
+def test_objects_correct_per_caption():
+    one = [obj("circle", "red")]
+    two = [obj("circle", "red"), obj("square", "blue")]
+    hyps = [t("a red circle"), t("a blue circle"), t("a blue square and a red circle")]
+    assert objects_correct(hyps, [one, one, two]) == [True, False, True]
+    assert objects_correct([], []) == []
+    with pytest.raises(ValueError):
+        objects_correct([t("a red circle")], [])
 
 
 def test_object_accuracy_edge_cases():
