@@ -29,21 +29,18 @@ import numpy as np
 from captioner.config import TrainConfig
 from captioner.data.dataset import ImageRecord
 from captioner.data.vocabulary import Vocabulary
-from captioner.errors import RunDirectoryError
-from captioner.inference.captioner import MODEL_FILE
 from captioner.models.captioning_model import CaptioningModel
 from captioner.models.encoders import OFFLINE_ENCODERS
 from captioner.models.encoders.blocks import unfreeze_top_blocks
 from captioner.training.checkpoint import FINE_TUNE_CHECKPOINT_FILE, CheckpointStore
 from captioner.training.distribute import is_chief
 from captioner.training.inputs import caption_batches, image_inputs
-from captioner.training.monitoring import CURVES_FILE, CurvesPlotCallback, ProgressCallback
+from captioner.training.monitoring import ProgressCallback
 from captioner.training.schedules import WarmupSchedule
-from captioner.training.selection import ModelSelector
 from captioner.training.setup import trains_encoder
 from captioner.training.train_step import TrainStep
 from captioner.training.trainer import Trainer
-from captioner.training.validation import ValidationCallback
+from captioner.training.validation import continued_validation, load_best_model
 
 
 def check_fine_tuning(config: TrainConfig) -> None:
@@ -117,11 +114,7 @@ def fine_tune(
         RunDirectoryError: there is no stage-1 model to start from.
         TrainingDiverged, TrainingInterrupted: as in stage 1 (see `Trainer.fit`).
     """
-    best = run_dir / MODEL_FILE
-    if not best.is_file():
-        raise RunDirectoryError(f"{best}: no model of the first stage to fine-tune")
-    model.load_weights(best)  # the best stage-1 epoch, not the last one
-    model.stop_training = False  # an early stop of stage 1 ends stage 1 only
+    load_best_model(model, run_dir)
     unfrozen = unfreeze_top_blocks(model.encoder, config.fine_tune_blocks)
     blocks = len(model.encoder.blocks())
     trained = sum(int(np.prod(w.shape)) for w in model.encoder.trainable_weights)
@@ -139,18 +132,9 @@ def fine_tune(
     model.compile(optimizer=optimizer)
     step = TrainStep(model, optimizer, strategy, config.clip_norm, config.jit_compile)
 
-    # Selection goes on from stage 1: the best score so far, a fresh patience count.
-    first_validation = first_stage["stateful"]["validation"]
-    selector = ModelSelector(config.select_metric, config.early_stopping_patience)
-    validation = ValidationCallback(vocab, val_records, run_dir, log, selector, stage=2)
-    validation.set_state(
-        {
-            "history": first_validation["history"],
-            "selector": {**first_validation["selector"], "epochs_without_improvement": 0},
-        }
+    validation, plot = continued_validation(
+        first_stage, config, vocab, val_records, run_dir, log, stage=2
     )
-    plot = CurvesPlotCallback(run_dir / CURVES_FILE)
-    plot.set_state(first_stage["stateful"]["plot"])
     first_epoch = first_stage["epoch"]
     last_epoch = first_epoch + config.fine_tune_epochs
     callbacks = [validation, plot]
@@ -172,7 +156,7 @@ def fine_tune(
     if resumed and (trainer.epoch >= last_epoch or model.stop_training):
         log(f"{run_dir}: the run is already complete")
         return
-    selected = first_validation["selector"]
+    selected = first_stage["stateful"]["validation"]["selector"]
     log(
         f"fine-tuning (stage 2) from the best first-stage model (epoch {selected['best_epoch']}, "
         f"val {config.select_metric} {selected['best']:.4g}): top {len(unfrozen)} of {blocks} "

@@ -32,16 +32,14 @@ from captioner.config import TrainConfig
 from captioner.data.batching import EpochBatches, InputLookup, encode_captions
 from captioner.data.dataset import ImageRecord
 from captioner.data.vocabulary import Vocabulary
-from captioner.errors import RunDirectoryError
 from captioner.evaluation.cider import CiderD
-from captioner.inference.captioner import MODEL_FILE, Captioner
+from captioner.inference.captioner import Captioner
 from captioner.inference.search import sample_search
 from captioner.training.checkpoint import SCST_CHECKPOINT_FILE, CheckpointStore
 from captioner.training.distribute import is_chief
-from captioner.training.monitoring import CURVES_FILE, CurvesPlotCallback, ProgressCallback
-from captioner.training.selection import ModelSelector
+from captioner.training.monitoring import ProgressCallback
 from captioner.training.trainer import Trainer
-from captioner.training.validation import ValidationCallback
+from captioner.training.validation import continued_validation, load_best_model
 
 SCST_LOSS_KEYS = ("loss", "reward", "baseline")
 
@@ -236,11 +234,7 @@ def self_critical_training(
     Raises:
         RunDirectoryError: there is no model to start from.
     """
-    best = run_dir / MODEL_FILE
-    if not best.is_file():
-        raise RunDirectoryError(f"{best}: no model of the first stage to train further")
-    model.load_weights(best)  # the best epoch so far, not the last one
-    model.stop_training = False
+    load_best_model(model, run_dir)
     ids, counts = encode_captions(train_records, vocab, config.max_length)
     # every reference of an image in its batch row: they are what the samples are scored on
     batches = EpochBatches(
@@ -254,17 +248,9 @@ def self_critical_training(
         captioner, optimizer, scorer, config.scst_samples, config.clip_norm, config.seed
     )
 
-    previous = previous_stage["stateful"]["validation"]
-    selector = ModelSelector(config.select_metric, config.early_stopping_patience)
-    validation = ValidationCallback(vocab, val_records, run_dir, log, selector, val_features, 3)
-    validation.set_state(
-        {
-            "history": previous["history"],
-            "selector": {**previous["selector"], "epochs_without_improvement": 0},
-        }
+    validation, plot = continued_validation(
+        previous_stage, config, vocab, val_records, run_dir, log, 3, val_features
     )
-    plot = CurvesPlotCallback(run_dir / CURVES_FILE)
-    plot.set_state(previous_stage["stateful"]["plot"])
     first_epoch = previous_stage["epoch"]
     last_epoch = first_epoch + config.scst_epochs
     callbacks = [validation, plot]
@@ -281,7 +267,7 @@ def self_critical_training(
     if resumed and (trainer.epoch >= last_epoch or model.stop_training):
         log(f"{run_dir}: the run is already complete")
         return
-    selected = previous["selector"]
+    selected = previous_stage["stateful"]["validation"]["selector"]
     log(
         f"self-critical training (stage 3) from the best model (epoch {selected['best_epoch']}, "
         f"val {config.select_metric} {selected['best']:.4g}): {config.scst_samples} samples "

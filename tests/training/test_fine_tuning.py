@@ -98,7 +98,8 @@ def checkpoint_values(path) -> list[np.ndarray]:
 
 def untrained_model(config):
     """A model of the run's architecture: its `variables` name the checkpoint's values."""
-    untrained = dataclasses.replace(config, encoder_weights=None)
+    saved = TrainConfig.load(f"{config.out}/config.json")  # the run's concrete settings
+    untrained = dataclasses.replace(saved, encoder_weights=None)
     return build_model(untrained, len(Vocabulary.load(f"{config.out}/vocab.json")))
 
 
