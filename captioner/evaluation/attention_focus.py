@@ -8,7 +8,7 @@ captions' attention maps:
   cells, averaged over the words. A model that looks at the same few cells whatever it says
   ("attention sinks") scores near 1; uniform attention scores `top / L`, reported beside
   it as `attention_sink_share_uniform`. Lower is better. `top` is 5% of the cells, at
-  least one (4 of a 9×9 grid).
+  least one (5 of a 9×9 grid).
 - **noun map distance**: the mean total-variation distance, 0.5 · Σ_i |α_a,i − α_b,i|
   in [0, 1], between the maps of every pair of distinct nouns of a caption ("man" and
   "bench" in "a man sits on a bench"), over the captions with at least two. 0 means every
