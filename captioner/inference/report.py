@@ -30,7 +30,7 @@ from captioner.data.images import ImageLoadError, load_image
 from captioner.errors import CaptionerError
 from captioner.files import read_json, write_text_atomic
 from captioner.inference.caption_files import FileResult
-from captioner.inference.captioner import Caption
+from captioner.inference.captioner import CONFIG_FILE, Caption
 
 __all__ = [
     "REPORT_FILE",
@@ -44,8 +44,7 @@ __all__ = [
 REPORT_FILE = "report.html"
 THUMBNAIL_SIDE = 256  # longest side of a thumbnail, pixels
 THUMBNAIL_QUALITY = 85
-HISTORY_FILE = "history.json"
-CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"  # written by training (captioner.training.validation)
 
 # Per-image scores the page can show and sort by, in this order: key -> (label, kind).
 SCORES = {
