@@ -222,10 +222,14 @@ class Captioner:
         """Captions for (B, S, S, 3) uint8 images, attention maps shaped (words, gh, gw)."""
         return self._captions(self.generate(images))
 
+    def generate_from_features(self, features) -> dict[str, np.ndarray]:
+        """Raw search output for cached encoder grids (B, L, D), as NumPy arrays."""
+        features = tf.cast(tf.convert_to_tensor(features), tf.float32)
+        return {k: v.numpy() for k, v in self._generate_from_features(features).items()}
+
     def caption_features(self, features: np.ndarray) -> list[Caption]:
         """Captions from cached encoder grids (B, L, D), as `model.grid_features` gives."""
-        out = self._generate_from_features(tf.convert_to_tensor(np.asarray(features, np.float32)))
-        return self._captions({k: v.numpy() for k, v in out.items()})
+        return self._captions(self.generate_from_features(features))
 
     def _captions(self, out: dict[str, np.ndarray]) -> list[Caption]:
         gh, gw = self.grid_size

@@ -138,8 +138,15 @@ class ScstStep:
 
     loss_keys = SCST_LOSS_KEYS
 
-    def __init__(self, captioner: Captioner, optimizer, scorer: CiderD, samples: int,
-                 clip_norm: float = 5.0, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        captioner: Captioner,
+        optimizer,
+        scorer: CiderD,
+        samples: int,
+        clip_norm: float = 5.0,
+        seed: int = 0,
+    ):
         self.captioner = captioner
         self.model = captioner.model
         self.optimizer = optimizer
@@ -178,9 +185,9 @@ class ScstStep:
         return loss
 
     def _greedy(self, inputs) -> np.ndarray:
-        if len(inputs.shape) == 3:
-            return self.captioner._generate_from_features(inputs)["tokens"].numpy()
-        return self.captioner._generate(inputs)["tokens"].numpy()
+        if len(inputs.shape) == 3:  # cached grid features
+            return self.captioner.generate_from_features(inputs)["tokens"]
+        return self.captioner.generate(inputs)["tokens"]
 
     def __call__(self, batch) -> dict[str, float]:
         (inputs, _), targets = batch
@@ -189,10 +196,9 @@ class ScstStep:
         tokens = self._sample(inputs).numpy()  # (B·K, T)
         sampled = caption_ids(tokens, self.end_id)
         k = self.samples
-        baseline = np.array([self.scorer.score(g, refs) for g, refs in zip(greedy, references)])
-        rewards = np.array(
-            [self.scorer.score(s, references[i // k]) for i, s in enumerate(sampled)]
-        )
+        score = self.scorer.score
+        baseline = np.array([score(g, refs) for g, refs in zip(greedy, references, strict=True)])
+        rewards = np.array([score(s, references[i // k]) for i, s in enumerate(sampled)])
         advantages = rewards - np.repeat(baseline, k)
         tokens = tokens.reshape(len(greedy), k, -1)
         loss = self._update(inputs, tf.constant(tokens), tf.constant(advantages, tf.float32))
