@@ -64,9 +64,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for number, (record, photo, caption) in enumerate(zip(chosen, photos, captions), 1):
             (png,) = save_attention(
-                Path(tmp) / f"{number:02d}", photo, caption.words, caption.alphas,
-                caption.betas, formats=("png",),
-            )  # fmt: skip
+                Path(tmp) / f"{number:02d}",
+                photo,
+                caption.words,
+                caption.alphas,
+                caption.betas,
+                formats=("png",),
+            )
             figure = Image.open(png).convert("RGB")
             if figure.width > FIGURE_WIDTH:
                 height = round(figure.height * FIGURE_WIDTH / figure.width)

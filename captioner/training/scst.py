@@ -244,9 +244,14 @@ def self_critical_training(
     ids, counts = encode_captions(train_records, vocab, config.max_length)
     # every reference of an image in its batch row: they are what the samples are scored on
     batches = EpochBatches(
-        lookup, ids, counts, batch_size=config.batch_size, seed=config.seed,
-        bucketing=False, captions_per_image=ids.shape[1],
-    )  # fmt: skip
+        lookup,
+        ids,
+        counts,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        bucketing=False,
+        captions_per_image=ids.shape[1],
+    )
     scorer = CiderD(reference_ids(ids[:, :, 1:], vocab.end_id))
     optimizer = keras.optimizers.Adam(config.scst_learning_rate)
     captioner = Captioner(model, vocab, beam_size=1)
@@ -263,12 +268,18 @@ def self_critical_training(
     if verbose:
         callbacks.append(ProgressCallback(batches.steps_per_epoch, last_epoch))
     trainer = Trainer(
-        model, step, batches, epochs=last_epoch, first_epoch=first_epoch, callbacks=callbacks,
+        model,
+        step,
+        batches,
+        epochs=last_epoch,
+        first_epoch=first_epoch,
+        callbacks=callbacks,
         store=CheckpointStore(run_dir / SCST_CHECKPOINT_FILE, read_only=not is_chief()),
         checkpoint_steps=config.checkpoint_steps,
         stateful={"validation": validation, "plot": plot},
-        log=log, loss_keys=SCST_LOSS_KEYS,
-    )  # fmt: skip
+        log=log,
+        loss_keys=SCST_LOSS_KEYS,
+    )
     resumed = trainer.restore()
     if resumed and (trainer.epoch >= last_epoch or model.stop_training):
         log(f"{run_dir}: the run is already complete")
