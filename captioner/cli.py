@@ -40,6 +40,7 @@ TRAIN_HELP = {
     "train_encoder": "train the encoder's weights (default: only for small_cnn)",
     "grid_coordinates": "append every grid cell's (x, y) to its features, so that attention "
     "knows where a cell is (not in the paper; default: on)",
+    "feature_dim": "project the encoder's features to this depth first (0: no projection)",
     "embed_dim": "word embedding size E",
     "units": "LSTM units H",
     "attention_dim": "attention MLP size A",
