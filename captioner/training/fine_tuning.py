@@ -32,15 +32,12 @@ from captioner.data.vocabulary import Vocabulary
 from captioner.models.captioning_model import CaptioningModel
 from captioner.models.encoders import OFFLINE_ENCODERS
 from captioner.models.encoders.blocks import unfreeze_top_blocks
-from captioner.training.checkpoint import FINE_TUNE_CHECKPOINT_FILE, CheckpointStore
-from captioner.training.distribute import is_chief
+from captioner.training.checkpoint import FINE_TUNE_CHECKPOINT_FILE
 from captioner.training.inputs import caption_batches, image_inputs
-from captioner.training.monitoring import ProgressCallback
+from captioner.training.later_stage import later_stage_trainer, load_best_model
 from captioner.training.schedules import WarmupSchedule
 from captioner.training.setup import trains_encoder
 from captioner.training.train_step import TrainStep
-from captioner.training.trainer import Trainer
-from captioner.training.validation import continued_validation, load_best_model
 
 
 def check_fine_tuning(config: TrainConfig) -> None:
@@ -132,30 +129,24 @@ def fine_tune(
     model.compile(optimizer=optimizer)
     step = TrainStep(model, optimizer, strategy, config.clip_norm, config.jit_compile)
 
-    validation, plot = continued_validation(
-        first_stage, config, vocab, val_records, run_dir, log, stage=2
-    )
-    first_epoch = first_stage["epoch"]
-    last_epoch = first_epoch + config.fine_tune_epochs
-    callbacks = [validation, plot]
-    if verbose:
-        callbacks.append(ProgressCallback(batches.steps_per_epoch, last_epoch))
-    trainer = Trainer(
+    trainer, resumed = later_stage_trainer(
         model,
         step,
         batches,
-        epochs=last_epoch,
-        first_epoch=first_epoch,
-        callbacks=callbacks,
-        store=CheckpointStore(run_dir / FINE_TUNE_CHECKPOINT_FILE, read_only=not is_chief()),
-        checkpoint_steps=config.checkpoint_steps,
-        stateful={"validation": validation, "plot": plot},
+        first_stage,
+        config,
+        vocab,
+        val_records,
+        run_dir,
+        stage=2,
+        epochs=config.fine_tune_epochs,
+        checkpoint_file=FINE_TUNE_CHECKPOINT_FILE,
         log=log,
+        verbose=verbose,
     )
-    resumed = trainer.restore()
-    if resumed and (trainer.epoch >= last_epoch or model.stop_training):
-        log(f"{run_dir}: the run is already complete")
+    if trainer is None:
         return
+    first_epoch, last_epoch = first_stage["epoch"], trainer.epochs
     selected = first_stage["stateful"]["validation"]["selector"]
     log(
         f"fine-tuning (stage 2) from the best first-stage model (epoch {selected['best_epoch']}, "

@@ -35,11 +35,8 @@ from captioner.data.vocabulary import Vocabulary
 from captioner.evaluation.cider import CiderD
 from captioner.inference.captioner import Captioner
 from captioner.inference.search import sample_search
-from captioner.training.checkpoint import SCST_CHECKPOINT_FILE, CheckpointStore
-from captioner.training.distribute import is_chief
-from captioner.training.monitoring import ProgressCallback
-from captioner.training.trainer import Trainer
-from captioner.training.validation import continued_validation, load_best_model
+from captioner.training.checkpoint import SCST_CHECKPOINT_FILE
+from captioner.training.later_stage import later_stage_trainer, load_best_model
 
 SCST_LOSS_KEYS = ("loss", "reward", "baseline")
 
@@ -259,31 +256,26 @@ def self_critical_training(
         captioner, optimizer, scorer, config.scst_samples, config.clip_norm, config.seed
     )
 
-    validation, plot = continued_validation(
-        previous_stage, config, vocab, val_records, run_dir, log, 3, val_features
-    )
-    first_epoch = previous_stage["epoch"]
-    last_epoch = first_epoch + config.scst_epochs
-    callbacks = [validation, plot]
-    if verbose:
-        callbacks.append(ProgressCallback(batches.steps_per_epoch, last_epoch))
-    trainer = Trainer(
+    trainer, resumed = later_stage_trainer(
         model,
         step,
         batches,
-        epochs=last_epoch,
-        first_epoch=first_epoch,
-        callbacks=callbacks,
-        store=CheckpointStore(run_dir / SCST_CHECKPOINT_FILE, read_only=not is_chief()),
-        checkpoint_steps=config.checkpoint_steps,
-        stateful={"validation": validation, "plot": plot},
+        previous_stage,
+        config,
+        vocab,
+        val_records,
+        run_dir,
+        stage=3,
+        epochs=config.scst_epochs,
+        checkpoint_file=SCST_CHECKPOINT_FILE,
         log=log,
+        verbose=verbose,
+        val_features=val_features,
         loss_keys=SCST_LOSS_KEYS,
     )
-    resumed = trainer.restore()
-    if resumed and (trainer.epoch >= last_epoch or model.stop_training):
-        log(f"{run_dir}: the run is already complete")
+    if trainer is None:
         return
+    first_epoch, last_epoch = previous_stage["epoch"], trainer.epochs
     selected = previous_stage["stateful"]["validation"]["selector"]
     log(
         f"self-critical training (stage 3) from the best model (epoch {selected['best_epoch']}, "

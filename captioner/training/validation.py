@@ -8,15 +8,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from captioner.config import TrainConfig
 from captioner.data.dataset import ImageRecord
 from captioner.data.vocabulary import Vocabulary
-from captioner.errors import RunDirectoryError
 from captioner.evaluation.coco_metrics import COCO_METRICS
 from captioner.evaluation.evaluate_split import evaluate_split
 from captioner.files import atomic_path, write_json_atomic
 from captioner.inference.captioner import MODEL_FILE, Captioner
-from captioner.training.monitoring import CURVES_FILE, CurvesPlotCallback
 from captioner.training.selection import ModelSelector
 
 HISTORY_FILE = "history.json"
@@ -131,55 +128,3 @@ def validation_scores(
         *coco,
     )
     return {k: scores[k] for k in kept if scores.get(k) is not None}
-
-
-def load_best_model(model, run_dir: Path) -> None:
-    """Starts a later stage from the best model so far (`model.keras`), not the last epoch.
-
-    Raises:
-        RunDirectoryError: there is no model to start from.
-    """
-    best = run_dir / MODEL_FILE
-    if not best.is_file():
-        raise RunDirectoryError(f"{best}: no model of the first stage to train further")
-    model.load_weights(best)
-    model.stop_training = False  # an early stop of the earlier stage ends that stage only
-
-
-def continued_validation(
-    previous_stage: dict,
-    config: TrainConfig,
-    vocab: Vocabulary,
-    records: list[ImageRecord],
-    run_dir: Path,
-    log,
-    stage: int,
-    features: np.ndarray | None = None,
-) -> tuple[ValidationCallback, CurvesPlotCallback]:
-    """Validation and the curves of a later stage, going on from the stage before.
-
-    Selection continues: the best score so far is kept, with a fresh patience count, and
-    `history.json` gains the new stage's rows.
-
-    Args:
-        previous_stage: the final loop state of the stage before (`Trainer.state()`).
-        config: the run's settings.
-        vocab: the run's vocabulary.
-        records: the validation images.
-        run_dir: the run directory.
-        log: where messages go.
-        stage: the new stage's number (2: fine-tuning, 3: self-critical training).
-        features: the validation images' cached features, or None.
-    """
-    previous = previous_stage["stateful"]["validation"]
-    selector = ModelSelector(config.select_metric, config.early_stopping_patience)
-    validation = ValidationCallback(vocab, records, run_dir, log, selector, features, stage)
-    validation.set_state(
-        {
-            "history": previous["history"],
-            "selector": {**previous["selector"], "epochs_without_improvement": 0},
-        }
-    )
-    plot = CurvesPlotCallback(run_dir / CURVES_FILE)
-    plot.set_state(previous_stage["stateful"]["plot"])
-    return validation, plot
