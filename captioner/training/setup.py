@@ -19,6 +19,8 @@ from captioner.models.encoders import OFFLINE_ENCODERS, is_pretrained, native_im
 from captioner.models.encoders.grid_stride import FULL_STRIDE
 from captioner.training.checkpoint import (
     CHECKPOINT_FILE,
+    FINE_TUNE_CHECKPOINT_FILE,
+    SCST_CHECKPOINT_FILE,
 )
 from captioner.training.schedules import WarmupSchedule
 
@@ -49,6 +51,12 @@ RESUMABLE_CHANGES = {
     "val_images",
     "feature_cache",
 }
+# The settings of a later stage, which may change until that stage has a checkpoint: a
+# finished cross-entropy run can be given a fine-tuning or self-critical stage afterwards.
+LATER_STAGE_SETTINGS = {
+    FINE_TUNE_CHECKPOINT_FILE: {"fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate"},
+    SCST_CHECKPOINT_FILE: {"scst_epochs", "scst_samples", "scst_learning_rate"},
+}
 
 
 def check_resumable(config: TrainConfig, run_dir: Path) -> bool:
@@ -60,10 +68,14 @@ def check_resumable(config: TrainConfig, run_dir: Path) -> bool:
     if not config.resume or not (run_dir / CHECKPOINT_FILE).is_file():
         return False
     saved = TrainConfig.load(run_dir / CONFIG_FILE)
+    free = set(RESUMABLE_CHANGES)
+    for checkpoint, settings in LATER_STAGE_SETTINGS.items():
+        if not (run_dir / checkpoint).is_file():
+            free |= settings
     changed = sorted(
         f.name
         for f in dataclasses.fields(TrainConfig)
-        if f.name not in RESUMABLE_CHANGES and getattr(saved, f.name) != getattr(config, f.name)
+        if f.name not in free and getattr(saved, f.name) != getattr(config, f.name)
     )
     if changed:
         raise ValueError(

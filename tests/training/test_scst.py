@@ -56,14 +56,17 @@ def test_bad_settings_are_refused():
     check_scst(TrainConfig())
 
 
-@pytest.mark.slow  # about 40 s: a run with both stages, twice, then beam search
-def test_the_stage_trains_logs_and_resumes(tmp_path, capsys):
+@pytest.mark.slow  # about 50 s: stage 1, then the stage added, then again, then beam search
+def test_the_stage_is_added_to_a_finished_run_logs_and_resumes(tmp_path, capsys):
     data = tmp_path / "synth"
     synth = ["synth", "--out", str(data), "--num-train", "12", "--num-val", "4"]
     assert main([*synth, "--num-test", "2", "--image-size", "64"]) == 0
     run_dir = tmp_path / "run"
-    args = ["train", "--data", str(data / "dataset.json"), "--out", str(run_dir), *TINY_MODEL]
-    args += ["--scst-epochs", "1", "--scst-samples", "2", "--no-tensorboard", "--quiet"]
+    first = ["train", "--data", str(data / "dataset.json"), "--out", str(run_dir), *TINY_MODEL]
+    first += ["--no-tensorboard", "--quiet"]
+    assert main(first) == 0  # cross-entropy only; the stage is added to the finished run
+    assert [row["stage"] for row in json.loads((run_dir / "history.json").read_text())] == [1]
+    args = [*first, "--scst-epochs", "1", "--scst-samples", "2"]
     assert main(args) == 0
     history = json.loads((run_dir / "history.json").read_text())
     assert [row["stage"] for row in history] == [1, 3]

@@ -7,7 +7,7 @@ import pytest
 from captioner.config import DATA_DEFAULTS, TrainConfig
 from captioner.inference.captioner import CONFIG_FILE
 from captioner.models.captioning_model import CaptioningModel, caption_loss
-from captioner.training.checkpoint import CHECKPOINT_FILE
+from captioner.training.checkpoint import CHECKPOINT_FILE, SCST_CHECKPOINT_FILE
 from captioner.training.distribute import make_strategy
 from captioner.training.setup import (
     check_resumable,
@@ -37,6 +37,18 @@ def test_resume_only_with_the_same_settings(tmp_path):
     changed = dataclasses.replace(config, learning_rate=0.5, batch_size=3)
     with pytest.raises(ValueError, match=r"checkpoint.npz.*\(batch_size, learning_rate\)"):
         check_resumable(changed, tmp_path)
+
+
+def test_a_later_stage_can_be_added_until_it_has_a_checkpoint(tmp_path):
+    config = TrainConfig(out=str(tmp_path))
+    config.save(tmp_path / CONFIG_FILE)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
+    with_scst = dataclasses.replace(config, scst_epochs=2, scst_learning_rate=5e-5)
+    assert check_resumable(with_scst, tmp_path)
+    assert check_resumable(dataclasses.replace(config, fine_tune_blocks=2), tmp_path)
+    (tmp_path / SCST_CHECKPOINT_FILE).write_bytes(b"")  # the stage has begun
+    with pytest.raises(ValueError, match=r"\(scst_epochs, scst_learning_rate\)"):
+        check_resumable(with_scst, tmp_path)
 
 
 def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
