@@ -1,0 +1,162 @@
+"""Where a real-photo training step's time goes: the Flickr8k defaults, taken apart.
+
+Times `TrainStep` (the step `captioner train` runs) on the real-photo defaults
+(`DATA_DEFAULTS["photos"]`: cached 9x9x1280 grid standardised and projected to 512,
+embedding, LSTM and attention 512, batches of 32 images with 5 captions each, bucketed),
+and on variants that each take one part away, so that the differences say what that part
+costs:
+
+- paper / topdown: the full step of each decoder, with a Flickr8k-sized output layer
+  (2,542 words);
+- "64 words": the same with a 64-word output layer (what is left is everything but the
+  output layer and its softmax);
+- "mean attention": the paper's decoder with the mean annotation instead of soft attention.
+
+Features are random (speed does not depend on their values); caption lengths follow
+Flickr8k's training captions roughly (normal, mean 11 words, s.d. 4, cut to 1..20). The
+variants' timed steps are interleaved in one process, one step of each in turn, after a
+warm-up step of every batch shape, so that they share whatever else loads the machine.
+Usage:
+
+    python benchmarks/photo_step.py [--rounds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+FLICKR8K_VOCABULARY = 2542  # words seen at least 5 times in the training captions, + 4 special
+SMALL_VOCABULARY = 64
+NUM_IMAGES = 320
+CAPTIONS_PER_IMAGE = 5
+GRID, DEPTH = 81, 1280  # EfficientNet-Lite2's whole network at 260 px
+
+VARIANTS = {
+    "paper": {"decoder": "paper"},
+    "paper, 64 words": {"decoder": "paper", "vocabulary": SMALL_VOCABULARY},
+    "paper, mean attention": {"decoder": "paper", "attention": "mean"},
+    "topdown": {"decoder": "topdown"},
+    "topdown, 64 words": {"decoder": "topdown", "vocabulary": SMALL_VOCABULARY},
+}
+
+
+def caption_ids(max_length: int, vocabulary: int, seed: int = 0):
+    """(ids (N, C, max_length + 2), counts (N,)) of random captions of Flickr8k-like lengths."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((NUM_IMAGES, CAPTIONS_PER_IMAGE, max_length + 2), np.int32)
+    lengths = np.clip(np.rint(rng.normal(11, 4, ids.shape[:2])), 1, max_length).astype(int)
+    for (i, j), length in np.ndenumerate(lengths):
+        # <start>=1, words from 4 on, <end>=2 (the ids are arbitrary here, only sizes matter)
+        ids[i, j, : length + 2] = [1, *rng.integers(4, vocabulary, length), 2]
+    return ids, np.full(NUM_IMAGES, CAPTIONS_PER_IMAGE, np.int32)
+
+
+class Variant:
+    """One kind of step with its own model, optimiser and (endless) bucketed batches."""
+
+    def __init__(self, name: str, settings: dict, features):
+        import keras
+
+        from captioner.config import TrainConfig
+        from captioner.data.batching import EpochBatches, array_lookup
+        from captioner.training.distribute import make_strategy
+        from captioner.training.setup import build_model, resolve_settings
+        from captioner.training.train_step import TrainStep
+
+        self.name = name
+        vocabulary = settings.get("vocabulary", FLICKR8K_VOCABULARY)
+        config = resolve_settings(
+            TrainConfig(
+                data="photos",
+                encoder_weights="none",
+                decoder=settings["decoder"],
+                attention=settings.get("attention", "soft"),
+            ),
+            synthetic=False,
+        )
+        keras.utils.set_random_seed(0)
+        model = build_model(config, vocabulary)
+        ids, counts = caption_ids(config.max_length, vocabulary)
+        self.batches = EpochBatches(
+            array_lookup(features),
+            ids,
+            counts,
+            batch_size=config.batch_size,
+            bucketing=config.bucketing,
+            captions_per_image=config.captions_per_image,
+        )
+        self.step = TrainStep(model, keras.optimizers.Adam(1e-3), make_strategy("default"))
+        self.config = config
+        self.stream = self._stream()
+        self.shapes: set = set()
+        self.captions = self.steps = 0
+        self.seconds = 0.0
+
+    def _stream(self):
+        epoch = 0
+        while True:
+            yield from self.batches.dataset(epoch)
+            epoch += 1
+
+    def warm_up(self) -> None:
+        """One step of every batch shape of an epoch: tracing is not timed."""
+        for batch in self.batches.dataset(epoch=0):
+            shape = tuple(batch[1].shape)
+            if shape not in self.shapes:
+                self.shapes.add(shape)
+                self.step(batch)
+
+    def timed_step(self) -> None:
+        batch = next(self.stream)
+        shape = tuple(batch[1].shape)
+        started = time.perf_counter()
+        self.step(batch)
+        seconds = time.perf_counter() - started
+        if shape not in self.shapes:  # a shape the warm-up did not see: traced now, not counted
+            self.shapes.add(shape)
+            return
+        self.seconds += seconds
+        self.captions += shape[0] * shape[1]
+        self.steps += 1
+
+
+def main(argv=None) -> int:
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=8, help="timed steps per variant")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args(argv)
+
+    features = np.random.default_rng(0).normal(size=(NUM_IMAGES, GRID, DEPTH)).astype("float32")
+    runs = [Variant(name, VARIANTS[name], features) for name in args.variants]
+    for run in runs:
+        run.warm_up()
+    load_before = os.getloadavg()[0]
+    for _ in range(args.rounds):
+        for run in runs:
+            run.timed_step()
+    load_after = os.getloadavg()[0]
+
+    config = runs[0].config
+    sizes = {k: getattr(config, k) for k in ("embed_dim", "units", "attention_dim", "batch_size")}
+    print(f"sizes: {sizes}, grid {GRID}x{DEPTH}; load average {load_before:.1f}-{load_after:.1f}")
+    print("| step | captions/s | s per 30,000 captions (a Flickr8k epoch) | timed steps |")
+    print("|---|---:|---:|---:|")
+    for run in runs:
+        rate = run.captions / max(run.seconds, 1e-9)
+        print(f"| {run.name} | {rate:.1f} | {30000 / rate:.0f} | {run.steps} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
