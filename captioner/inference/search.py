@@ -30,6 +30,20 @@ def _log_probs(logits, banned_ids: Sequence[int], banned_value: float = NEG_INF)
     return log_probs
 
 
+def searched_log_probs(logits, *, end_id: int, banned_ids: Sequence[int] = (0,), **_):
+    """Teacher-forced logits (N, T, V) -> log-probabilities (N, T, V) of the distribution that
+    the searches draw from: the banned words removed and `<end>` not first, renormalised.
+
+    Takes a captioner's `search_options` (the ids it does not use are ignored).
+    """
+    _, length, vocab_size = ops.shape(logits)
+    words = ops.arange(vocab_size)
+    banned = ops.any(words[:, None] == ops.array(list(banned_ids) or [-1])[None, :], axis=1)
+    end_first = ops.logical_and((ops.arange(length) == 0)[:, None], (words == end_id)[None, :])
+    masked = ops.logical_or(banned[None, :], end_first)  # (T, V)
+    return ops.log_softmax(ops.where(masked[None], NEG_INF, ops.cast(logits, "float32")), axis=-1)
+
+
 def _write_at(buffer, t, value):
     """buffer (B, K, T, ...) with position t along axis 2 replaced by value (B, K, ...)."""
     length = buffer.shape[2]

@@ -34,7 +34,7 @@ from captioner.data.dataset import ImageRecord
 from captioner.data.vocabulary import Vocabulary
 from captioner.evaluation.cider import CiderD
 from captioner.inference.captioner import Captioner
-from captioner.inference.search import sample_search
+from captioner.inference.search import sample_search, searched_log_probs
 from captioner.training.checkpoint import SCST_CHECKPOINT_FILE
 from captioner.training.later_stage import later_stage_trainer, load_best_model
 
@@ -90,32 +90,35 @@ def caption_ids(tokens: np.ndarray, end_id: int) -> list[tuple[int, ...]]:
     return captions
 
 
-def sequence_log_probs(model, inputs, tokens, start_id: int):
-    """The model's log-probability of whole captions, by teacher forcing them (no dropout).
+def sequence_log_probs(model, inputs, tokens, search_options: dict):
+    """The log-probability of whole captions under the distribution they were drawn from:
+    the model's, teacher-forced (no dropout), with the search's banned words removed and
+    `<end>` not first. Scoring them on the full softmax instead would let the loss fall
+    without changing any sample's chance, by raising the never-drawn words: with mostly
+    negative advantages, that is where the updates go, and the captions degrade.
 
     Args:
         model: the captioning model.
         inputs: (B, ...) images or cached features.
         tokens: (B, K, T) int32 captions, K per image: words, `<end>`, then 0.
-        start_id: the `<start>` id.
+        search_options: the sampling captioner's `search_options` (ids and banned words).
 
     Returns:
         (B·K,) the sum over each caption's real tokens (`<end>` included) of log p.
     """
     tokens = tf.cast(tokens, tf.int32)
-    start = tf.fill(tf.concat([tf.shape(tokens)[:2], [1]], 0), start_id)
+    start = tf.fill(tf.concat([tf.shape(tokens)[:2], [1]], 0), search_options["start_id"])
     caption_in = tf.concat([start, tokens[..., :-1]], axis=-1)  # (B, K, T)
     logits = model((inputs, caption_in), training=False)["logits"]  # (B·K, T, V)
-    targets = tf.reshape(tokens, (-1, tokens.shape[-1]))
-    token_log_probs = -keras.losses.sparse_categorical_crossentropy(
-        targets, tf.cast(logits, "float32"), from_logits=True
-    )
+    log_probs = searched_log_probs(logits, **search_options)
+    targets = tf.reshape(tokens, (-1, tokens.shape[-1]))  # (B·K, T)
+    token_log_probs = tf.gather(log_probs, targets, axis=-1, batch_dims=2)
     return tf.reduce_sum(token_log_probs * tf.cast(targets != 0, "float32"), axis=-1)
 
 
-def scst_loss(model, inputs, tokens, advantages, start_id: int):
+def scst_loss(model, inputs, tokens, advantages, search_options: dict):
     """REINFORCE with a baseline: `-mean((r - b) * log p(sample))` over the samples."""
-    log_probs = sequence_log_probs(model, inputs, tokens, start_id)
+    log_probs = sequence_log_probs(model, inputs, tokens, search_options)
     return -tf.reduce_mean(tf.cast(advantages, "float32") * log_probs)
 
 
@@ -174,7 +177,7 @@ class ScstStep:
 
     def _update_graph(self, inputs, tokens, advantages):
         with tf.GradientTape() as tape:
-            loss = scst_loss(self.model, inputs, tokens, advantages, self.captioner.vocab.start_id)
+            loss = scst_loss(self.model, inputs, tokens, advantages, self.captioner.search_options)
         gradients = tape.gradient(loss, self.variables)
         if self.clip_norm > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from captioner.cli import main
 from captioner.config import TrainConfig
+from captioner.inference.search import searched_log_probs
 from captioner.training.scst import (
     caption_ids,
     check_scst,
@@ -20,6 +21,8 @@ from tests.helpers import tiny_model
 from tests.test_cli import TINY_MODEL
 
 END = 2
+# The ids of the tiny model's vocabulary (`<pad>` 0, `<start>` 1, `<end>` 2, `<unk>` 3).
+OPTIONS = dict(start_id=1, end_id=END, banned_ids=(0, 1, 3), pad_id=0, max_length=5)
 
 
 def test_reference_and_caption_ids():
@@ -32,19 +35,19 @@ def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
     model = tiny_model()
     images = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
     samples = tf.constant([[[5, 6, 7, END], [8, 9, END, 0]]], tf.int32)  # (B=1, K=2, T)
-    before = sequence_log_probs(model, images, samples, start_id=1).numpy()
+    before = sequence_log_probs(model, images, samples, OPTIONS).numpy()
     variables = model.decoder.trainable_variables
     optimizer = keras.optimizers.SGD(0.05)
     for _ in range(3):
         with tf.GradientTape() as tape:
-            loss = scst_loss(model, images, samples, tf.constant([1.0, -1.0]), start_id=1)
+            loss = scst_loss(model, images, samples, tf.constant([1.0, -1.0]), OPTIONS)
         optimizer.apply(tape.gradient(loss, variables), variables)
-    after = sequence_log_probs(model, images, samples, start_id=1).numpy()
+    after = sequence_log_probs(model, images, samples, OPTIONS).numpy()
     assert after[0] > before[0]  # rewarded above the baseline
     assert after[1] < before[1]  # below it
     # No advantage, no change.
     with tf.GradientTape() as tape:
-        loss = scst_loss(model, images, samples, tf.constant([0.0, 0.0]), start_id=1)
+        loss = scst_loss(model, images, samples, tf.constant([0.0, 0.0]), OPTIONS)
     assert all(float(tf.reduce_max(tf.abs(g))) == 0 for g in tape.gradient(loss, variables))
 
 
@@ -54,6 +57,25 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="fine-tune"):
         check_scst(TrainConfig(scst_epochs=1, fine_tune_blocks=1))
     check_scst(TrainConfig())
+
+
+def test_samples_are_scored_under_the_distribution_they_are_drawn_from():
+    # Banned words and a first `<end>` are never drawn, so they get no probability.
+    logits = tf.random.stateless_normal((2, 3, 7), seed=(0, 1))
+    probs = np.exp(searched_log_probs(logits, **OPTIONS).numpy())
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert (probs[:, :, [0, 1, 3]] == 0).all() and (probs[:, 0, END] == 0).all()
+    assert (probs[:, 1:, END] > 0).all()
+    # Otherwise the loss could fall by raising the never-drawn words' logits, changing no
+    # sample's chance: the advantages must not reach the output bias of those words.
+    model = tiny_model()
+    images = np.random.default_rng(1).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
+    samples = tf.constant([[[5, 6, 7, END], [8, 9, END, 0]]], tf.int32)
+    bias = model.decoder.out.bias
+    with tf.GradientTape() as tape:
+        loss = scst_loss(model, images, samples, tf.constant([-1.0, -1.0]), OPTIONS)
+    gradient = tape.gradient(loss, bias).numpy()
+    assert (gradient[[0, 1, 3]] == 0).all() and (gradient[[5, 8]] != 0).all()
 
 
 @pytest.mark.slow  # about 50 s: stage 1, then the stage added, then again, then beam search
