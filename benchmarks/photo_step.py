@@ -26,11 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from timing import InterleavedSteps  # noqa: E402  (benchmarks/, the script's folder)
 
 FLICKR8K_VOCABULARY = 2542  # words seen at least 5 times in the training captions, + 4 special
 SMALL_VOCABULARY = 64
@@ -60,7 +61,7 @@ def caption_ids(max_length: int, vocabulary: int, seed: int = 0):
     return ids, np.full(NUM_IMAGES, CAPTIONS_PER_IMAGE, np.int32)
 
 
-class Variant:
+class Variant(InterleavedSteps):
     """One kind of step with its own model, optimiser and (endless) bucketed batches."""
 
     def __init__(self, name: str, settings: dict, features):
@@ -86,7 +87,7 @@ class Variant:
         keras.utils.set_random_seed(0)
         model = build_model(config, vocabulary)
         ids, counts = caption_ids(config.max_length, vocabulary)
-        self.batches = EpochBatches(
+        batches = EpochBatches(
             array_lookup(features),
             ids,
             counts,
@@ -94,39 +95,9 @@ class Variant:
             bucketing=config.bucketing,
             captions_per_image=config.captions_per_image,
         )
-        self.step = TrainStep(model, keras.optimizers.Adam(1e-3), make_strategy("default"))
         self.config = config
-        self.stream = self._stream()
-        self.shapes: set = set()
-        self.captions = self.steps = 0
-        self.seconds = 0.0
-
-    def _stream(self):
-        epoch = 0
-        while True:
-            yield from self.batches.dataset(epoch)
-            epoch += 1
-
-    def warm_up(self) -> None:
-        """One step of every batch shape of an epoch: tracing is not timed."""
-        for batch in self.batches.dataset(epoch=0):
-            shape = tuple(batch[1].shape)
-            if shape not in self.shapes:
-                self.shapes.add(shape)
-                self.step(batch)
-
-    def timed_step(self) -> None:
-        batch = next(self.stream)
-        shape = tuple(batch[1].shape)
-        started = time.perf_counter()
-        self.step(batch)
-        seconds = time.perf_counter() - started
-        if shape not in self.shapes:  # a shape the warm-up did not see: traced now, not counted
-            self.shapes.add(shape)
-            return
-        self.seconds += seconds
-        self.captions += shape[0] * shape[1]
-        self.steps += 1
+        step = TrainStep(model, keras.optimizers.Adam(1e-3), make_strategy("default"))
+        super().__init__(batches, step)
 
 
 def main(argv=None) -> int:
@@ -153,7 +124,7 @@ def main(argv=None) -> int:
     print("| step | captions/s | s per 30,000 captions (a Flickr8k epoch) | timed steps |")
     print("|---|---:|---:|---:|")
     for run in runs:
-        rate = run.captions / max(run.seconds, 1e-9)
+        rate = run.captions_per_second
         print(f"| {run.name} | {rate:.1f} | {30000 / rate:.0f} | {run.steps} |")
     return 0
 

@@ -25,12 +25,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from timing import InterleavedSteps  # noqa: E402  (benchmarks/, the script's folder)
 
 # "scale": the issue's reference configuration; "small_cnn": the decoder's default sizes on
 # the small CNN's 8x8x130 grid (the default encoder until EfficientNet-Lite0)
@@ -169,7 +170,7 @@ def our_trainer(sizes: dict, vocab_size: int, jit_compile: bool):
     return TrainStep(model, optimizer, make_strategy("default"), 5.0, jit_compile)
 
 
-class Variant:
+class Variant(InterleavedSteps):
     """One way of training, with its own batches (an endless stream over epochs)."""
 
     def __init__(self, name: str, sizes: dict, data: tuple, features):
@@ -178,7 +179,7 @@ class Variant:
 
         ids, counts, vocab_size = data
         self.name = name
-        self.batches = EpochBatches(
+        batches = EpochBatches(
             array_lookup(features),
             ids,
             counts,
@@ -189,42 +190,14 @@ class Variant:
         with dtype_policy(policy):  # layers keep the policy they were built with
             if name.startswith("plain"):
                 plain = plain_trainer(sizes, vocab_size, compiled=name == "plain")
-                self.train = lambda batch: float(plain(batch[0][0], batch[0][1], batch[1]))
+
+                def train(batch):
+                    (features, caption_in), targets = batch
+                    return float(plain(features, caption_in, targets))  # waits for the step
             else:
-                step = our_trainer(sizes, vocab_size, jit_compile=name == "ours-xla")
-                self.train = lambda batch: step(batch)["loss"]
-        self.stream = self._stream()
-        self.shapes: set = set()
-        self.captions = self.steps = 0
-        self.seconds = 0.0
-
-    def _stream(self):
-        epoch = 0
-        while True:
-            yield from self.batches.dataset(epoch)
-            epoch += 1
-
-    def warm_up(self) -> None:
-        """One step of every batch shape of an epoch: tracing and compiling are not timed."""
-        for batch in self.batches.dataset(epoch=0):
-            shape = tuple(batch[1].shape)
-            if shape not in self.shapes:
-                self.shapes.add(shape)
-                self.train(batch)
-
-    def timed_step(self) -> None:
-        """One step, the wait for its batch included; a shape not seen before is not counted."""
-        started = time.perf_counter()
-        batch = next(self.stream)
-        self.train(batch)
-        seconds = time.perf_counter() - started
-        shape = tuple(batch[1].shape)
-        if shape not in self.shapes:
-            self.shapes.add(shape)
-            return
-        self.seconds += seconds
-        self.captions += shape[0]
-        self.steps += 1
+                train = our_trainer(sizes, vocab_size, jit_compile=name == "ours-xla")
+        # The wait for each batch is timed with its step: the plain steps' input is part of it.
+        super().__init__(batches, train, include_batch_wait=True)
 
 
 def measure(config: str, variants: list[str], rounds: int) -> list[dict]:
@@ -247,7 +220,7 @@ def measure(config: str, variants: list[str], rounds: int) -> list[dict]:
         {
             "config": config,
             "variant": run.name,
-            "captions_per_second": run.captions / max(run.seconds, 1e-9),
+            "captions_per_second": run.captions_per_second,
             "steps": run.steps,
             "padded_share": run.batches.padded_share(),
         }

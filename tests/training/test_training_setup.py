@@ -43,7 +43,7 @@ def test_a_later_stage_can_be_added_until_it_has_a_checkpoint(tmp_path):
     config = TrainConfig(out=str(tmp_path))
     config.save(tmp_path / CONFIG_FILE)
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
-    with_scst = dataclasses.replace(config, scst_epochs=2, scst_learning_rate=5e-5)
+    with_scst = dataclasses.replace(config, scst_epochs=2, scst_learning_rate=1e-4)
     assert check_resumable(with_scst, tmp_path)
     assert check_resumable(dataclasses.replace(config, fine_tune_blocks=2), tmp_path)
     (tmp_path / SCST_CHECKPOINT_FILE).write_bytes(b"")  # the stage has begun
