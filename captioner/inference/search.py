@@ -20,12 +20,19 @@ NEG_INF = -1e9
 IMPOSSIBLE = -1e30
 
 
+def _banned(banned_ids: Sequence[int], vocab_size):
+    """(V,) bool: which words of the vocabulary are banned."""
+    words = ops.arange(vocab_size)
+    if not banned_ids:
+        return words < 0
+    return ops.any(words[:, None] == ops.array(list(banned_ids))[None, :], axis=1)
+
+
 def _log_probs(logits, banned_ids: Sequence[int], banned_value: float = NEG_INF):
     """Log-softmax over the vocabulary, (N, V), with the banned words set to `banned_value`."""
     log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)  # (N, V)
     if banned_ids:
-        vocab_size = ops.shape(log_probs)[-1]
-        banned = ops.sum(ops.one_hot(ops.array(list(banned_ids)), vocab_size), axis=0) > 0
+        banned = _banned(banned_ids, ops.shape(log_probs)[-1])
         log_probs = ops.where(banned[None, :], banned_value, log_probs)
     return log_probs
 
@@ -37,10 +44,9 @@ def searched_log_probs(logits, *, end_id: int, banned_ids: Sequence[int] = (0,),
     Takes a captioner's `search_options` (the ids it does not use are ignored).
     """
     _, length, vocab_size = ops.shape(logits)
-    words = ops.arange(vocab_size)
-    banned = ops.any(words[:, None] == ops.array(list(banned_ids) or [-1])[None, :], axis=1)
-    end_first = ops.logical_and((ops.arange(length) == 0)[:, None], (words == end_id)[None, :])
-    masked = ops.logical_or(banned[None, :], end_first)  # (T, V)
+    first = (ops.arange(length) == 0)[:, None]
+    end_first = ops.logical_and(first, (ops.arange(vocab_size) == end_id)[None, :])
+    masked = ops.logical_or(_banned(banned_ids, vocab_size)[None, :], end_first)  # (T, V)
     return ops.log_softmax(ops.where(masked[None], NEG_INF, ops.cast(logits, "float32")), axis=-1)
 
 

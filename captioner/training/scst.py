@@ -12,7 +12,8 @@ others: the loss is `-mean_k (r_k - r_greedy) * log p(sample_k)`.
   vocabulary ids, as the model sees them: words under `--min-count` are all `<unk>`, and
   references are cut at `--max-length` words.
 - Samples and greedy captions are decoded without dropout, and the log-probabilities of the
-  samples are computed the same way, by teacher forcing them through the model.
+  samples are computed the same way, by teacher forcing them through the model, under the
+  distribution they were drawn from (the searches' banned words removed).
 - The stage starts from the best model so far (`model.keras`), trains the decoder only
   (the encoder stays as it was), with a fresh Adam at `scst_learning_rate`; validation,
   model selection and `history.json` continue those of the earlier stages (rows marked
