@@ -46,6 +46,8 @@ TRAIN_HELP = {
     "attention_dim": "attention MLP size A",
     "dropout": "dropout before the deep output layer",
     "epochs": "epochs of training (the first stage)",
+    "data_kind": "synthetic or photos: which defaults apply, for training and for decoding "
+    "later (default: synthetic when every image lists its objects, else photos)",
     "decoder": "paper: attention from the state before the previous word was read (Xu et al.); "
     "topdown: a first LSTM reads the word, then attends, a second writes (Anderson et al.)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
@@ -124,18 +126,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_decoding_options(parser: argparse.ArgumentParser, default_beam: int) -> None:
+def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None:
+    from captioner.config import DECODING_DEFAULTS
+
+    (synthetic_beam, synthetic_penalty), (photo_beam, photo_penalty) = (
+        DECODING_DEFAULTS[kind][command] for kind in ("synthetic", "photos")
+    )
     parser.add_argument(
         "--beam-size",
         type=_positive_int,
-        default=default_beam,
-        help=f"beam width; 1 with --length-penalty 0 is greedy decoding (default: {default_beam})",
+        help="beam width; 1 with --length-penalty 0 is greedy decoding (default: by the "
+        f"model's data: {synthetic_beam} for the synthetic shapes, {photo_beam} for photos)",
     )
     parser.add_argument(
         "--length-penalty",
         type=float,
-        default=0.0,
-        help="rank beams by log-probability / length ** this (default: 0, the plain sum)",
+        help="rank beams by log-probability / length ** this; 0: the plain sum (default: by "
+        f"the model's data: {synthetic_penalty:g} for the synthetic shapes, {photo_penalty:g} "
+        "for photos)",
     )
     parser.add_argument(
         "--suppress-unk",
@@ -145,12 +153,26 @@ def _add_decoding_options(parser: argparse.ArgumentParser, default_beam: int) ->
     )
 
 
-def _decoding_options(args) -> dict:
-    return {
-        "beam_size": args.beam_size,
-        "length_penalty": args.length_penalty,
-        "suppress_unk": args.suppress_unk,
-    }
+def _load_captioner(args, command: str):
+    """The captioner of run directory `args.model`, decoding as `command`'s options say.
+
+    Beam width and length penalty left out take the run's defaults for `command`
+    (`TrainConfig.decoding_defaults`: they follow the kind of data it was trained on).
+    """
+    from captioner.config import TrainConfig
+    from captioner.inference.captioner import Captioner
+
+    config_path = Path(args.model) / "config.json"
+    beam_size, length_penalty = (1, 0.0)
+    if config_path.is_file():  # else from_run_dir names what is missing
+        beam_size, length_penalty = TrainConfig.load(config_path).decoding_defaults(command)
+    # RunDirectoryError: reported by main().
+    return Captioner.from_run_dir(
+        args.model,
+        beam_size=beam_size if args.beam_size is None else args.beam_size,
+        length_penalty=length_penalty if args.length_penalty is None else args.length_penalty,
+        suppress_unk=args.suppress_unk,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         help="refuse images with more pixels (decompression bombs; default: %(default)s)",
     )
-    _add_decoding_options(caption, default_beam=3)
+    _add_decoding_options(caption, "caption")
 
     classify = commands.add_parser(
         "classify", help="top ImageNet classes of images (checks an encoder's offline weights)"
@@ -254,13 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="write report.html, a page of every image with its caption, references, scores "
         "and attention maps, to the output folder (default: on)",
     )
-    _add_decoding_options(evaluate, default_beam=1)
+    _add_decoding_options(evaluate, "evaluate")
 
     export = commands.add_parser("export", help="export a model as a SavedModel and TFLite")
     export.add_argument("--model", required=True, help="run directory of a trained model")
     export.add_argument("--out", required=True, help="output folder")
     export.add_argument("--format", choices=("savedmodel", "tflite", "both"), default="both")
-    _add_decoding_options(export, default_beam=3)
+    _add_decoding_options(export, "export")
     return parser
 
 
@@ -306,18 +328,11 @@ def _warn(line: str) -> None:
     print(f"captioner: warning: {line}", file=sys.stderr)
 
 
-def _load_captioner(run_dir: str, **options):
-    from captioner.inference.captioner import Captioner
-
-    # RunDirectoryError: reported by main(). `options`: the decoding settings.
-    return Captioner.from_run_dir(run_dir, **options)
-
-
 def run_caption(args) -> int:
     from captioner.data.images import expand_inputs
     from captioner.inference.caption_files import caption_files
 
-    captioner = _load_captioner(args.model, **_decoding_options(args))
+    captioner = _load_captioner(args, "caption")
     paths = expand_inputs(args.inputs)
     formats = ("png", "npz") if args.attention_format == "both" else (args.attention_format,)
     results = caption_files(
@@ -402,7 +417,7 @@ def run_evaluate(args) -> int:
         raise UsageError(f"{data}: no {args.split} images with captions")
     records = check_image_files(records, source=data, skip_missing=args.skip_missing, warn=_warn)
     # After the dataset checks: they are faster.
-    captioner = _load_captioner(args.model, **_decoding_options(args))
+    captioner = _load_captioner(args, "evaluate")
     out = Path(args.out) if args.out else run_dir / args.split
     coco = [m.strip() for m in args.coco_metrics.split(",") if m.strip() not in ("", "none")]
     unknown = sorted(set(coco) - set(ALL_COCO_METRICS))
@@ -431,7 +446,7 @@ def run_evaluate(args) -> int:
 def run_export(args) -> int:
     from captioner.inference.export import export_model
 
-    captioner = _load_captioner(args.model, **_decoding_options(args))
+    captioner = _load_captioner(args, "export")
     formats = ("savedmodel", "tflite") if args.format == "both" else (args.format,)
     for path in export_model(captioner, args.out, formats=formats):
         print(path)

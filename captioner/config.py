@@ -26,6 +26,8 @@ DATA_DEFAULTS = {
         "captions_per_image": 3,
         "epochs": 8,
         "select_metric": "bleu4",
+        "decoder": "paper",
+        "scst_epochs": 0,
     },
     "photos": {
         "grid_stride": 32,
@@ -39,7 +41,18 @@ DATA_DEFAULTS = {
         "captions_per_image": 5,
         "epochs": 8,
         "select_metric": "cider",  # bleu4 without the coco extra
+        "decoder": "topdown",
+        "scst_epochs": 3,  # 0 when the encoder is fine-tuned instead (the stages do not combine)
     },
+}
+
+# Decoding when `evaluate`, `caption` and `export` are not given --beam-size/--length-penalty,
+# by the kind of data the model was trained on: (beam width, length penalty). The synthetic
+# data are scored greedily (the figures the README reports); on photos beam 3 with length
+# penalty 1 was chosen on Flickr8k's validation split (docs/results.md).
+DECODING_DEFAULTS = {
+    "synthetic": {"evaluate": (1, 0.0), "caption": (3, 0.0), "export": (3, 0.0)},
+    "photos": {"evaluate": (3, 1.0), "caption": (3, 1.0), "export": (3, 1.0)},
 }
 
 
@@ -58,6 +71,9 @@ class TrainConfig:
     # Where a frozen encoder's features are cached ("" turns the cache off).
     feature_cache: str = "data/feature_cache"
     skip_missing: bool = False  # train without missing image files instead of refusing
+    # "synthetic" or "photos": which DATA_DEFAULTS and DECODING_DEFAULTS apply. "": synthetic
+    # when every image lists its objects (the synthetic shapes), else photos.
+    data_kind: str = ""
     out: str = ""  # "": runs/NAME, named after the dataset (runs/synthetic, runs/flickr8k)
 
     # Model. "", 0 and None are automatic, made concrete by `training.resolve_settings`
@@ -84,7 +100,7 @@ class TrainConfig:
     attention: str = "soft"  # "soft", or "mean" (ablation: the mean annotation every step)
     # "paper": attention from h_{t-1}, as in Xu et al.; "topdown": attention queried after a
     # first LSTM has read the previous word (two LSTMs, Anderson et al. 2018).
-    decoder: str = "paper"
+    decoder: str | None = None
     # lambda of the doubly stochastic penalty. The design's form (mean token cross-entropy
     # + lambda * mean_b sum_i (1 - sum_t alpha_ti)^2) with lambda = 1 weighs the penalty
     # about T (the caption length) times more than the paper's summed NLL does; measured on
@@ -141,9 +157,18 @@ class TrainConfig:
     # `scst_samples` captions drawn per image, rewarded by their CIDEr-D above the greedy
     # caption's, for `scst_epochs` epochs at `scst_learning_rate`. 0: no such stage. The
     # learning rate is the one measured on Flickr8k and the mixed-order data (results.md).
-    scst_epochs: int = 0
+    scst_epochs: int | None = None
     scst_samples: int = 5
     scst_learning_rate: float = 5e-5
+
+    def decoding_defaults(self, command: str) -> tuple[int, float]:
+        """(beam width, length penalty) that `command` uses for this model unless told.
+
+        Runs saved before `data_kind` existed count as photos unless they were trained on the
+        built-in synthetic dataset.
+        """
+        kind = self.data_kind or ("synthetic" if self.data is None else "photos")
+        return DECODING_DEFAULTS[kind][command]
 
     def save(self, path: str | Path) -> None:
         data = {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.cli import main
+from captioner.config import DECODING_DEFAULTS
 from tests.test_cli import TINY_MODEL
 
 CAPTIONS = ["a dog runs on the grass .", "a brown dog is running", "the dog plays outside"]
@@ -42,11 +43,21 @@ def test_flickr8k_files_train_and_evaluate_into_runs_flickr8k(tmp_path, monkeypa
     assert "6 training images, 2 validation" in printed
     config = json.loads((run_dir / "config.json").read_text())
     assert config["out"] == "runs/flickr8k" and config["images"] == "Flicker8k_Dataset"
+    # the real-photo recipe: top-down decoder, then self-critical epochs
+    assert (config["data_kind"], config["decoder"], config["scst_epochs"]) == (
+        "photos",
+        "topdown",
+        3,
+    )
+    assert "(SCST)" in printed
 
-    # evaluate reads the same files again from the run's config
+    # evaluate reads the same files again from the run's config, decoding as chosen for photos
     assert main(["evaluate", "--model", str(run_dir), "--coco-metrics", "none"]) == 0
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
     assert metrics["num_images"] == 2 and metrics["split"] == "test"
+    assert (metrics["beam_size"], metrics["length_penalty"]) == DECODING_DEFAULTS["photos"][
+        "evaluate"
+    ]
     predictions = json.loads((run_dir / "test" / "predictions.json").read_text())
     assert all(p["caption"] and "<unk>" not in p["caption"] for p in predictions)
 

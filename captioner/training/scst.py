@@ -49,7 +49,7 @@ def check_scst(config: TrainConfig) -> None:
         ValueError: a negative number of epochs, fewer than one sample, a learning rate
             that is not positive, or fine-tuning in the same run.
     """
-    if config.scst_epochs == 0:
+    if not config.scst_epochs:  # 0, or None before the settings are resolved
         return
     if config.scst_epochs < 0:
         raise ValueError(f"--scst-epochs must be 0 (no SCST) or more, got {config.scst_epochs}")

@@ -116,16 +116,25 @@ def resolve_settings(config: TrainConfig, synthetic: bool | None = None) -> Trai
     EfficientNet-Lite2 at its native 260 px. Offline encoders are cut where
     `DATA_DEFAULTS` says (the synthetic data: stride 16; photos: the whole network), other
     encoders are whole; pretrained features are standardised. "imagenet" weights mean none
-    for small_cnn, which is always trained from scratch. The decoder's sizes, dropout,
-    vocabulary threshold, captions per image, epochs and selection metric follow the data
-    (`DATA_DEFAULTS`); selecting by CIDEr-D needs the coco extra, else BLEU-4 is used.
+    for small_cnn, which is always trained from scratch. The decoder, its sizes, dropout,
+    vocabulary threshold, captions per image, epochs, selection metric and self-critical
+    epochs follow the data (`DATA_DEFAULTS`); selecting by CIDEr-D needs the coco extra, else
+    BLEU-4 is used, and a run that fine-tunes its encoder has no self-critical stage.
 
     `synthetic` says whether the data are the synthetic shapes (default: when no `data` is
-    given; a synthetic dataset given with `--data`, such as `synth --orders mixed`, is too).
+    given; a synthetic dataset given with `--data`, such as `synth --orders mixed`, is too);
+    an explicit `config.data_kind` wins over it.
     """
-    if synthetic is None:
+    if config.data_kind:
+        if config.data_kind not in DATA_DEFAULTS:
+            raise ValueError(
+                f"--data-kind must be one of {sorted(DATA_DEFAULTS)}, got {config.data_kind!r}"
+            )
+        synthetic = config.data_kind == "synthetic"
+    elif synthetic is None:
         synthetic = config.data is None
-    defaults = DATA_DEFAULTS["synthetic" if synthetic else "photos"]
+    data_kind = "synthetic" if synthetic else "photos"
+    defaults = DATA_DEFAULTS[data_kind]
     encoder = config.encoder or ("efficientnet_lite0" if synthetic else "efficientnet_lite2")
     weights = config.encoder_weights
     if weights == "imagenet" and not is_pretrained(encoder):
@@ -142,8 +151,11 @@ def resolve_settings(config: TrainConfig, synthetic: bool | None = None) -> Trai
     }
     if automatic.get("select_metric") in COCO_METRICS and coco_missing_reason() is not None:
         automatic["select_metric"] = "bleu4"
+    if "scst_epochs" in automatic and config.fine_tune_blocks:
+        automatic["scst_epochs"] = 0
     return dataclasses.replace(
         config,
+        data_kind=data_kind,
         encoder=encoder,
         encoder_weights=weights,
         image_size=image_size,

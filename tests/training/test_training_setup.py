@@ -130,3 +130,27 @@ def test_automatic_model_settings_follow_the_data_and_the_encoder():
     kept = ("encoder", "image_size", "grid_stride", "feature_norm")
     assert [getattr(resolved, k) for k in kept] == [getattr(explicit, k) for k in kept]
     assert resolve_settings(synthetic) == synthetic  # resolving twice changes nothing
+
+
+def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
+    photos = resolve_settings(TrainConfig(data="flickr8k.json"))
+    assert (photos.data_kind, photos.decoder, photos.scst_epochs) == ("photos", "topdown", 3)
+    # fine-tuning and self-critical training do not combine: no SCST unless asked for
+    assert resolve_settings(TrainConfig(data="d.json", fine_tune_blocks=2)).scst_epochs == 0
+    synthetic = resolve_settings(TrainConfig())
+    assert (synthetic.data_kind, synthetic.decoder, synthetic.scst_epochs) == (
+        "synthetic",
+        "paper",
+        0,
+    )
+    # an explicit kind wins over the data, and a wrong one is named
+    forced = resolve_settings(TrainConfig(data="d.json", data_kind="synthetic"), synthetic=False)
+    assert (forced.encoder, forced.embed_dim) == ("efficientnet_lite0", 64)
+    with pytest.raises(ValueError, match="--data-kind must be one of"):
+        resolve_settings(TrainConfig(data_kind="photo"))
+    # decoding defaults follow the kind; runs saved before data_kind fall back on the data
+    assert photos.decoding_defaults("evaluate") == (3, 1.0)
+    assert synthetic.decoding_defaults("evaluate") == (1, 0.0)
+    assert synthetic.decoding_defaults("caption") == (3, 0.0)
+    assert TrainConfig(data="d.json").decoding_defaults("caption") == (3, 1.0)
+    assert TrainConfig().decoding_defaults("evaluate") == (1, 0.0)
