@@ -41,12 +41,19 @@ def write_karpathy(root: Path, with_filepath: bool = True, size: int = 40) -> Pa
 TINY_WORDS = ["a", "red", "blue", "circle", "square", "left", "of", "the", "small"]
 
 
-def tiny_model(words=TINY_WORDS):
-    """A built, untrained captioning model for 32 px images and `words` (+ 4 specials)."""
+def tiny_model(words=TINY_WORDS, **options):
+    """A built, untrained captioning model for 32 px images and `words` (+ 4 specials);
+    `options`: more CaptioningModel arguments (decoder, coverage, ...)."""
     from captioner.models.captioning_model import CaptioningModel
 
     model = CaptioningModel(
-        len(words) + 4, image_size=32, embed_dim=8, units=16, attention_dim=8, max_length=6
+        len(words) + 4,
+        image_size=32,
+        embed_dim=8,
+        units=16,
+        attention_dim=8,
+        max_length=6,
+        **options,
     )
     model.build()
     return model

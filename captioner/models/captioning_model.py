@@ -92,6 +92,7 @@ class CaptioningModel(keras.Model):
             `append_coordinates`).
         max_length: the longest caption (words) the model is trained for and generates.
         decoder: "paper" (`AttentionDecoder`) or "topdown" (`TopDownDecoder`).
+        coverage: attention that sees how much each cell has been attended so far.
         **decoder_options: the decoder's arguments (embed_dim, units, ...).
     """
 
@@ -114,6 +115,7 @@ class CaptioningModel(keras.Model):
         dropout=0.3,
         attention="soft",
         decoder="paper",
+        coverage=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -151,6 +153,7 @@ class CaptioningModel(keras.Model):
             attention_dim=attention_dim,
             dropout=dropout,
             attention=attention,
+            coverage=coverage,
             name="decoder",
         )
         self.cross_entropy_tracker = keras.metrics.Mean(name="xent")
@@ -250,5 +253,6 @@ class CaptioningModel(keras.Model):
             dropout=decoder.dropout_rate,
             attention=decoder.attention_mode,
             decoder=self.decoder_kind,
+            coverage=decoder.coverage,
         )
         return config

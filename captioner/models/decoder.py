@@ -22,7 +22,8 @@ class AttentionDecoder(keras.layers.Layer):
     The decoding state is the tuple `(h, c, annotations, projected)`, every entry with the
     batch first, so that a search can reorder or tile it along the batch. Its entries listed
     in `static_state_entries` (the annotations and their projection) never change from step
-    to step.
+    to step. With `coverage`, the state ends with the attention summed so far, (B, L), and
+    attention scores see it (`SoftAttention`).
 
     Args:
         vocab_size: V.
@@ -32,6 +33,8 @@ class AttentionDecoder(keras.layers.Layer):
         dropout: rate before the output layer.
         attention: "soft", or "mean" for the ablation that uses the mean annotation
             (uniform alpha) at every step.
+        coverage: soft attention that sees how much each cell has been attended so far
+            (not in the paper).
     """
 
     static_state_entries = (2, 3)
@@ -44,23 +47,29 @@ class AttentionDecoder(keras.layers.Layer):
         attention_dim=128,
         dropout=0.3,
         attention="soft",
+        coverage=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
+        if coverage and attention != "soft":
+            raise ValueError("coverage needs soft attention (the ablation has no weights)")
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
         self.units = units
         self.attention_dim = attention_dim
         self.dropout_rate = dropout
         self.attention_mode = attention
+        self.coverage = coverage
         self.embedding = layers.Embedding(vocab_size, embed_dim, name="E")
         self.init_h = layers.Dense(units, activation="tanh", name="W_ih")
         self.init_c = layers.Dense(units, activation="tanh", name="W_ic")
         # The ablation has no attention weights at all.
         self.attention = (
-            SoftAttention(attention_dim, name="attention") if attention == "soft" else None
+            SoftAttention(attention_dim, coverage=coverage, name="attention")
+            if attention == "soft"
+            else None
         )
         self.gate = layers.Dense(1, activation="sigmoid", name="w_beta")
         self.cell = layers.LSTMCell(units, name="lstm")
@@ -70,32 +79,40 @@ class AttentionDecoder(keras.layers.Layer):
         self.out = layers.Dense(vocab_size, name="L_o")
 
     def initial_state(self, annotations):
-        """(B, L, D) annotations -> the decoding state `(h_0, c_0, annotations, projected)`."""
+        """(B, L, D) annotations -> the decoding state `(h_0, c_0, annotations, projected)`,
+        followed by the coverage `(B, L)` zeros with `coverage`."""
         mean = ops.mean(annotations, axis=1)  # (B, D)
         if self.attention is None:
             projected = annotations  # unused by the ablation; keeps the state's structure
         else:
             projected = self.attention.project(annotations)  # (B, L, A), once per image
-        return self.init_h(mean), self.init_c(mean), annotations, projected
+        coverage = (ops.zeros_like(annotations[..., 0]),) if self.coverage else ()
+        return self.init_h(mean), self.init_c(mean), annotations, projected, *coverage
 
-    def _attend(self, state):
-        h, _, annotations, projected = state
+    def _attend(self, h, annotations, projected, coverage):
+        """Context with gate, alpha and beta for query `h`; `coverage`: () or (cov,)."""
         if self.attention is None:
             length = ops.shape(annotations)[1]
             alpha = ops.ones_like(annotations[..., 0]) / ops.cast(length, annotations.dtype)
             context = ops.mean(annotations, axis=1)
         else:
-            context, alpha = self.attention(annotations, projected, h)
+            context, alpha = self.attention(annotations, projected, h, *coverage)
         beta = self.gate(h)  # (B, 1)
         return beta * context, alpha, beta[:, 0]
 
+    @staticmethod
+    def _covered(coverage, alpha):
+        """The state's coverage entry after a step that attended with `alpha`: () or (cov,)."""
+        return tuple(total + alpha for total in coverage)
+
     def _recur(self, embedded, state, training):
         """One LSTM step from an embedded previous word; returns (h, z, alpha, beta, state)."""
-        z, alpha, beta = self._attend(state)  # (B, D), (B, L), (B,)
-        h_prev, c_prev, annotations, projected = state
+        h_prev, c_prev, annotations, projected, *coverage = state
+        z, alpha, beta = self._attend(h_prev, annotations, projected, coverage)
         x = ops.concatenate([embedded, z], axis=-1)  # (B, E + D)
         h, (_, c) = self.cell(x, [h_prev, c_prev], training=training)
-        return h, z, alpha, beta, (h, c, annotations, projected)
+        state = (h, c, annotations, projected, *self._covered(coverage, alpha))
+        return h, z, alpha, beta, state
 
     def _logits(self, embedded, h, z, training):
         """Deep output; works on (B, ·) and (B, T, ·) inputs alike."""
@@ -154,5 +171,6 @@ class AttentionDecoder(keras.layers.Layer):
             attention_dim=self.attention_dim,
             dropout=self.dropout_rate,
             attention=self.attention_mode,
+            coverage=self.coverage,
         )
         return config

@@ -25,9 +25,10 @@ class TopDownDecoder(AttentionDecoder):
     - logits `L_o dropout(E y_{t-1} + L_h h2_t + L_z z_t)`, the paper's deep output;
     - initial states `tanh(W mean_i a_i)` for both LSTMs.
 
-    The decoding state is `(h1, c1, h2, c2, annotations, projected)`; the last two never
-    change (`static_state_entries`). Search, export, attention maps and grounding use it as
-    they use `AttentionDecoder`. Arguments as `AttentionDecoder`'s.
+    The decoding state is `(h1, c1, h2, c2, annotations, projected)`, then the coverage
+    with `coverage`; annotations and projection never change (`static_state_entries`).
+    Search, export, attention maps and grounding use it as they use `AttentionDecoder`.
+    Arguments as `AttentionDecoder`'s.
     """
 
     static_state_entries = (4, 5)
@@ -39,19 +40,22 @@ class TopDownDecoder(AttentionDecoder):
         self.init_c2 = layers.Dense(self.units, activation="tanh", name="W_ic2")
 
     def initial_state(self, annotations):
-        """(B, L, D) annotations -> `(h1_0, c1_0, h2_0, c2_0, annotations, projected)`."""
-        h1, c1, annotations, projected = super().initial_state(annotations)
+        """(B, L, D) annotations -> `(h1_0, c1_0, h2_0, c2_0, annotations, projected)`,
+        then the coverage with `coverage`."""
+        h1, c1, annotations, projected, *coverage = super().initial_state(annotations)
         mean = ops.mean(annotations, axis=1)  # (B, D)
-        return h1, c1, self.init_h2(mean), self.init_c2(mean), annotations, projected
+        h2, c2 = self.init_h2(mean), self.init_c2(mean)
+        return h1, c1, h2, c2, annotations, projected, *coverage
 
     def _recur(self, embedded, state, training):
         """One step from an embedded previous word; returns (h2, z, alpha, beta, state)."""
-        h1, c1, h2, c2, annotations, projected = state
+        h1, c1, h2, c2, annotations, projected, *coverage = state
         mean = ops.mean(annotations, axis=1)  # (B, D)
         x1 = ops.concatenate([h2, mean, embedded], axis=-1)  # (B, H + D + E)
         h1, (_, c1) = self.attention_cell(x1, [h1, c1], training=training)
         # The paper's attention and gate, queried with the state that has read the word.
-        z, alpha, beta = self._attend((h1, c1, annotations, projected))
+        z, alpha, beta = self._attend(h1, annotations, projected, coverage)
         x2 = ops.concatenate([z, h1], axis=-1)  # (B, D + H)
         h2, (_, c2) = self.cell(x2, [h2, c2], training=training)
-        return h2, z, alpha, beta, (h1, c1, h2, c2, annotations, projected)
+        state = (h1, c1, h2, c2, annotations, projected, *self._covered(coverage, alpha))
+        return h2, z, alpha, beta, state

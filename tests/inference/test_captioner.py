@@ -97,6 +97,17 @@ def test_batched_beam_matches_a_per_image_search(model, images, beam3):
         np.testing.assert_allclose(captions[b].alphas.sum(axis=(1, 2)), 1.0, rtol=1e-5)
 
 
+def test_beam_search_carries_the_coverage_state(images):
+    # the top-down decoder with coverage: a longer state whose last entry changes every step
+    model = tiny_model(WORDS, decoder="topdown", coverage=True)
+    vocab = Vocabulary(WORDS)
+    out = Captioner(model, vocab, beam_size=3).generate(images)
+    for b, image in enumerate(images):
+        score, tokens = reference_beam(model, vocab, image, 3, model.max_length + 1)
+        assert out["tokens"][b, : len(tokens)].tolist() == tokens
+        np.testing.assert_allclose(out["scores"][b], score, rtol=1e-4, atol=1e-4)
+
+
 def test_unk_is_suppressed_by_default(model, images):
     vocab = Vocabulary(WORDS)
     bias = model.decoder.out.bias

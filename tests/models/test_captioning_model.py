@@ -104,7 +104,13 @@ def test_padding_a_batch_further_changes_nothing():
 
 @pytest.mark.parametrize(
     "options",
-    [{"attention": "soft"}, {"attention": "mean"}, {"feature_norm": True}, {"decoder": "topdown"}],
+    [
+        {"attention": "soft"},
+        {"attention": "mean"},
+        {"feature_norm": True},
+        {"decoder": "topdown"},
+        {"decoder": "topdown", "coverage": True},
+    ],
 )
 def test_keras_save_load_gives_identical_outputs(tmp_path, options):
     model = tiny_model(**options)

@@ -29,9 +29,12 @@ def test_attention_weights_sum_to_one_over_the_grid(annotations):
 
 
 @pytest.mark.parametrize("kind", [AttentionDecoder, TopDownDecoder])
-@pytest.mark.parametrize("attention", ["soft", "mean"])
+@pytest.mark.parametrize("attention", ["soft", "mean", "coverage"])
 def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, attention, kind):
-    decoder = kind(V, embed_dim=4, units=16, attention_dim=7, attention=attention)
+    options = {"attention": "soft", "coverage": True} if attention == "coverage" else {}
+    decoder = kind(
+        V, embed_dim=4, units=16, attention_dim=7, **({"attention": attention} | options)
+    )
     caption_in = np.random.default_rng(2).integers(1, V, size=(B, T)).astype(np.int32)
     logits, alphas, betas = (ops.convert_to_numpy(x) for x in decoder(annotations, caption_in))
     assert logits.shape == (B, T, V) and alphas.shape == (B, T, L)
@@ -64,6 +67,27 @@ def test_initial_state_comes_from_the_mean_annotation(annotations):
 def test_unknown_attention_mode_is_refused():
     with pytest.raises(ValueError, match="attention must be one of"):
         AttentionDecoder(V, attention="hard")
+    with pytest.raises(ValueError, match="coverage needs soft attention"):
+        AttentionDecoder(V, attention="mean", coverage=True)
+
+
+@pytest.mark.parametrize("kind", [AttentionDecoder, TopDownDecoder])
+def test_coverage_sums_the_attention_so_far_and_changes_where_it_looks(annotations, kind):
+    decoder = kind(V, embed_dim=4, units=16, attention_dim=7, coverage=True)
+    state = decoder.initial_state(annotations)
+    np.testing.assert_array_equal(ops.convert_to_numpy(state[-1]), np.zeros((B, L)))
+    alphas = []
+    for word in (1, 2, 3):
+        _, state, alpha, _ = decoder.step(np.full((B,), word, np.int32), state)
+        alphas.append(ops.convert_to_numpy(alpha))
+    np.testing.assert_allclose(ops.convert_to_numpy(state[-1]), sum(alphas), rtol=1e-6)
+    # the same query over a different coverage scores the cells differently
+    attention = decoder.attention
+    projected = attention.project(annotations)
+    h = np.zeros((B, attention.state_proj.kernel.shape[0]), np.float32)
+    fresh = attention(annotations, projected, h, np.zeros((B, L), np.float32))[1]
+    covered = attention(annotations, projected, h, np.eye(L, dtype=np.float32)[[0, 1, 2]] * 3)[1]
+    assert np.abs(ops.convert_to_numpy(fresh) - ops.convert_to_numpy(covered)).max() > 1e-4
 
 
 def test_topdown_attention_reads_the_previous_word_first(annotations):
