@@ -50,6 +50,8 @@ TRAIN_HELP = {
     "later (default: synthetic when every image lists its objects, else photos)",
     "decoder": "paper: attention from the state before the previous word was read (Xu et al.); "
     "topdown: a first LSTM reads the word, then attends, a second writes (Anderson et al.)",
+    "coverage": "attention that also sees how much each grid cell has been attended so far "
+    "(not in the paper)",
     "attention": "soft, or mean (ablation: the mean annotation at every step)",
     "penalty_weight": "lambda of the doubly stochastic attention penalty, added to the mean "
     "cross-entropy per word; the paper's lambda = 1 on the summed caption likelihood is about "

@@ -101,6 +101,9 @@ class TrainConfig:
     # "paper": attention from h_{t-1}, as in Xu et al.; "topdown": attention queried after a
     # first LSTM has read the previous word (two LSTMs, Anderson et al. 2018).
     decoder: str | None = None
+    # Attention scores that also see how much attention each cell has had so far (a coverage
+    # vector; not in the paper): a model can tell what it has described from what it has not.
+    coverage: bool = False
     # lambda of the doubly stochastic penalty. The design's form (mean token cross-entropy
     # + lambda * mean_b sum_i (1 - sum_t alpha_ti)^2) with lambda = 1 weighs the penalty
     # about T (the caption length) times more than the paper's summed NLL does; measured on

@@ -192,6 +192,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> CaptioningModel:
         dropout=config.dropout,
         attention=config.attention,
         decoder=config.decoder,
+        coverage=config.coverage,
     )
     model.build()
     return model

@@ -10,6 +10,7 @@ from captioner.models.captioning_model import CaptioningModel, caption_loss
 from captioner.training.checkpoint import CHECKPOINT_FILE, SCST_CHECKPOINT_FILE
 from captioner.training.distribute import make_strategy
 from captioner.training.setup import (
+    build_model,
     check_resumable,
     dtype_policy,
     precision_policy,
@@ -130,6 +131,18 @@ def test_automatic_model_settings_follow_the_data_and_the_encoder():
     kept = ("encoder", "image_size", "grid_stride", "feature_norm")
     assert [getattr(resolved, k) for k in kept] == [getattr(explicit, k) for k in kept]
     assert resolve_settings(synthetic) == synthetic  # resolving twice changes nothing
+
+
+def test_the_model_is_built_with_the_decoder_and_coverage_asked_for():
+    config = resolve_settings(
+        TrainConfig(encoder="small_cnn", image_size=32, units=8, embed_dim=4, attention_dim=4)
+    )
+    plain = build_model(config, 10)
+    assert (plain.decoder_kind, plain.decoder.coverage) == ("paper", False)
+    covered = build_model(dataclasses.replace(config, decoder="topdown", coverage=True), 10)
+    assert (covered.decoder_kind, covered.decoder.coverage) == ("topdown", True)
+    annotations, _ = covered.encode(np.zeros((2, 32, 32, 3), np.uint8))
+    assert len(covered.decoder.initial_state(annotations)) == 7  # coverage after the six
 
 
 def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
