@@ -167,10 +167,10 @@ class TrainConfig:
     def decoding_defaults(self, command: str) -> tuple[int, float]:
         """(beam width, length penalty) that `command` uses for this model unless told.
 
-        Runs saved before `data_kind` existed count as photos unless they were trained on the
-        built-in synthetic dataset.
+        Runs saved before `data_kind` existed keep the decoding they had then, whatever
+        their data: the synthetic data's (greedy evaluation, beam 3 captions).
         """
-        kind = self.data_kind or ("synthetic" if self.data is None else "photos")
+        kind = self.data_kind or "synthetic"
         return DECODING_DEFAULTS[kind][command]
 
     def save(self, path: str | Path) -> None:
