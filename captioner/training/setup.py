@@ -69,6 +69,8 @@ def check_resumable(config: TrainConfig, run_dir: Path) -> bool:
         return False
     saved = TrainConfig.load(run_dir / CONFIG_FILE)
     free = set(RESUMABLE_CHANGES)
+    if not saved.data_kind:
+        free.add("data_kind")  # saved before data_kind existed: this run's detected kind holds
     for checkpoint, settings in LATER_STAGE_SETTINGS.items():
         if not (run_dir / checkpoint).is_file():
             free |= settings

@@ -52,6 +52,16 @@ def test_a_later_stage_can_be_added_until_it_has_a_checkpoint(tmp_path):
         check_resumable(with_scst, tmp_path)
 
 
+def test_a_run_saved_before_data_kind_can_be_continued(tmp_path):
+    config = TrainConfig(out=str(tmp_path))  # data_kind "": as saved before it existed
+    config.save(tmp_path / CONFIG_FILE)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
+    assert check_resumable(dataclasses.replace(config, data_kind="photos", scst_epochs=3), tmp_path)
+    dataclasses.replace(config, data_kind="synthetic").save(tmp_path / CONFIG_FILE)
+    with pytest.raises(ValueError, match=r"\(data_kind\)"):
+        check_resumable(dataclasses.replace(config, data_kind="photos"), tmp_path)
+
+
 def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
