@@ -84,6 +84,8 @@ TRAIN_HELP = {
     "captions rewarded by CIDEr-D above the greedy caption's (0: none)",
     "scst_samples": "captions sampled per image in self-critical training",
     "scst_learning_rate": "learning rate of self-critical training",
+    "scst_baseline": "what a sample's reward is measured against in self-critical training: "
+    "greedy, the greedy caption's, or samples, the mean of the image's other samples'",
 }
 
 

@@ -163,6 +163,10 @@ class TrainConfig:
     scst_epochs: int | None = None
     scst_samples: int = 5
     scst_learning_rate: float = 5e-5
+    # What a sample's reward is measured against: "greedy", the image's greedy caption's
+    # CIDEr-D (Rennie et al.); "samples", the mean of the image's other samples' (no greedy
+    # decoding needed).
+    scst_baseline: str = "greedy"
 
     def decoding_defaults(self, command: str) -> tuple[int, float]:
         """(beam width, length penalty) that `command` uses for this model unless told.

@@ -3,9 +3,11 @@
 Teacher forcing trains the model on the reference words; captions are judged free-running,
 by CIDEr-D. This stage trains on what the model is judged by: for every training image it
 draws `scst_samples` captions from the model, scores each with CIDEr-D against the image's
-references, and uses the image's greedy caption's score as the baseline. REINFORCE then
-raises the log-probability of the samples that beat the baseline and lowers that of the
-others: the loss is `-mean_k (r_k - r_greedy) * log p(sample_k)`.
+references, and measures it against a baseline b_k: the image's greedy caption's score
+(`scst_baseline="greedy"`, Rennie et al.), or the mean score of the image's other samples
+(`"samples"`, which needs no greedy decoding). REINFORCE then raises the log-probability of
+the samples that beat the baseline and lowers that of the others: the loss is
+`-mean_k (r_k - b_k) * log p(sample_k)`.
 
 - Rewards: CIDEr-D (`captioner.evaluation.cider`) with the document frequencies of the
   training references, computed in-process. Captions and references are compared as
@@ -40,14 +42,17 @@ from captioner.training.checkpoint import SCST_CHECKPOINT_FILE
 from captioner.training.later_stage import later_stage_trainer, load_best_model
 
 SCST_LOSS_KEYS = ("loss", "reward", "baseline")
+# --scst-baseline values, and how the log names them
+SCST_BASELINES = {"greedy": "the greedy caption", "samples": "the image's other samples"}
 
 
 def check_scst(config: TrainConfig) -> None:
     """Refuses self-critical settings that cannot work, before anything is trained.
 
     Raises:
-        ValueError: a negative number of epochs, fewer than one sample, a learning rate
-            that is not positive, or fine-tuning in the same run.
+        ValueError: a negative number of epochs, fewer than one sample (two against the
+            samples' baseline), a learning rate that is not positive, an unknown baseline,
+            or fine-tuning in the same run.
     """
     if not config.scst_epochs:  # 0, or None before the settings are resolved
         return
@@ -55,6 +60,16 @@ def check_scst(config: TrainConfig) -> None:
         raise ValueError(f"--scst-epochs must be 0 (no SCST) or more, got {config.scst_epochs}")
     if config.scst_samples < 1:
         raise ValueError(f"--scst-samples must be at least 1, got {config.scst_samples}")
+    if config.scst_baseline not in SCST_BASELINES:
+        raise ValueError(
+            f"--scst-baseline must be one of {', '.join(SCST_BASELINES)}, "
+            f"got {config.scst_baseline!r}"
+        )
+    if config.scst_baseline == "samples" and config.scst_samples < 2:
+        raise ValueError(
+            "--scst-baseline samples measures each sample against the others: "
+            f"--scst-samples must be at least 2, got {config.scst_samples}"
+        )
     if not config.scst_learning_rate > 0:
         raise ValueError(f"--scst-learning-rate must be positive, got {config.scst_learning_rate}")
     if config.fine_tune_blocks:
@@ -89,6 +104,12 @@ def caption_ids(tokens: np.ndarray, end_id: int) -> list[tuple[int, ...]]:
             ids.append(int(i))
         captions.append(tuple(ids))
     return captions
+
+
+def leave_one_out_baseline(rewards: np.ndarray) -> np.ndarray:
+    """(B, K) sample rewards, K >= 2 -> (B, K): each sample's image's other samples' mean."""
+    k = rewards.shape[1]
+    return (rewards.sum(axis=1, keepdims=True) - rewards) / (k - 1)
 
 
 def sequence_log_probs(model, inputs, tokens, search_options: dict):
@@ -133,6 +154,7 @@ class ScstStep:
         optimizer: a Keras optimiser.
         scorer: CIDEr-D with the training references' document frequencies, over id tuples.
         samples: captions drawn per image.
+        baseline: "greedy" or "samples" (see the module's docstring).
         clip_norm: the global gradient-norm limit (0: none).
         seed: the sampling seed.
     """
@@ -145,6 +167,7 @@ class ScstStep:
         optimizer,
         scorer: CiderD,
         samples: int,
+        baseline: str = "greedy",
         clip_norm: float = 5.0,
         seed: int = 0,
     ):
@@ -153,6 +176,7 @@ class ScstStep:
         self.optimizer = optimizer
         self.scorer = scorer
         self.samples = samples
+        self.baseline = baseline
         self.clip_norm = float(clip_norm)
         self.end_id = captioner.vocab.end_id
         self.seed = keras.random.SeedGenerator(seed)
@@ -193,15 +217,19 @@ class ScstStep:
     def __call__(self, batch) -> dict[str, float]:
         (inputs, _), targets = batch
         references = reference_ids(targets.numpy(), self.end_id)
-        greedy = caption_ids(self._greedy(inputs), self.end_id)
+        k, score = self.samples, self.scorer.score
         tokens = self._sample(inputs).numpy()  # (B·K, T)
         sampled = caption_ids(tokens, self.end_id)
-        k = self.samples
-        score = self.scorer.score
-        baseline = np.array([score(g, refs) for g, refs in zip(greedy, references, strict=True)])
         rewards = np.array([score(s, references[i // k]) for i, s in enumerate(sampled)])
-        advantages = rewards - np.repeat(baseline, k)
-        tokens = tokens.reshape(len(greedy), k, -1)
+        rewards = rewards.reshape(len(references), k)
+        if self.baseline == "samples":
+            baseline = leave_one_out_baseline(rewards)
+        else:
+            greedy = caption_ids(self._greedy(inputs), self.end_id)
+            greedy_rewards = [score(g, refs) for g, refs in zip(greedy, references, strict=True)]
+            baseline = np.repeat(np.array(greedy_rewards)[:, None], k, axis=1)
+        advantages = (rewards - baseline).reshape(-1)
+        tokens = tokens.reshape(len(references), k, -1)
         loss = self._update(inputs, tf.constant(tokens), tf.constant(advantages, tf.float32))
         return {
             "loss": float(loss),
@@ -257,7 +285,13 @@ def self_critical_training(
     optimizer = keras.optimizers.Adam(config.scst_learning_rate)
     captioner = Captioner(model, vocab, beam_size=1)
     step = ScstStep(
-        captioner, optimizer, scorer, config.scst_samples, config.clip_norm, config.seed
+        captioner,
+        optimizer,
+        scorer,
+        config.scst_samples,
+        config.scst_baseline,
+        config.clip_norm,
+        config.seed,
     )
 
     trainer, resumed = later_stage_trainer(
@@ -284,8 +318,8 @@ def self_critical_training(
     log(
         f"self-critical training (stage 3) from the best model (epoch {selected['best_epoch']}, "
         f"val {config.select_metric} {selected['best']:.4g}): {config.scst_samples} samples "
-        f"per image against the greedy caption, CIDEr-D rewards; epochs {first_epoch + 1}-"
-        f"{last_epoch} at learning rate {config.scst_learning_rate:g}"
+        f"per image against {SCST_BASELINES[config.scst_baseline]}, CIDEr-D rewards; epochs "
+        f"{first_epoch + 1}-{last_epoch} at learning rate {config.scst_learning_rate:g}"
     )
     if resumed:
         log(

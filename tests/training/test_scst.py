@@ -9,15 +9,20 @@ import tensorflow as tf
 
 from captioner.cli import main
 from captioner.config import TrainConfig
+from captioner.data.vocabulary import Vocabulary
+from captioner.evaluation.cider import CiderD
+from captioner.inference.captioner import Captioner
 from captioner.inference.search import searched_log_probs
 from captioner.training.scst import (
+    ScstStep,
     caption_ids,
     check_scst,
+    leave_one_out_baseline,
     reference_ids,
     scst_loss,
     sequence_log_probs,
 )
-from tests.helpers import tiny_model
+from tests.helpers import TINY_WORDS, tiny_model
 from tests.test_cli import TINY_MODEL
 
 END = 2
@@ -29,6 +34,34 @@ def test_reference_and_caption_ids():
     targets = np.array([[[5, 6, END, 0], [7, END, 0, 0], [0, 0, 0, 0]]])
     assert reference_ids(targets, END) == [[(5, 6), (7,)]]
     assert caption_ids(np.array([[5, 6, END, 9], [4, 0, 0, 0]]), END) == [(5, 6), (4,)]
+
+
+def test_the_samples_baseline_is_the_mean_of_the_other_samples():
+    rewards = np.array([[1.0, 2.0, 6.0], [0.5, 0.5, 0.5]])
+    np.testing.assert_allclose(leave_one_out_baseline(rewards), [[4, 3.5, 1.5], [0.5, 0.5, 0.5]])
+
+
+@pytest.mark.parametrize("baseline", ["greedy", "samples"])
+def test_a_step_measures_samples_against_its_baseline(baseline, monkeypatch):
+    model = tiny_model()
+    captioner = Captioner(model, Vocabulary(TINY_WORDS), beam_size=1)
+    # two images with two references each, as `EpochBatches` gives them: (B, C, T)
+    targets = np.array([[[4, 5, END, 0], [6, END, 0, 0]], [[7, 8, 9, END], [4, END, 0, 0]]])
+    scorer = CiderD(reference_ids(targets, END))
+    scorer.score = lambda caption, refs: float(len(caption))  # rewards that differ
+    step = ScstStep(captioner, keras.optimizers.SGD(0.01), scorer, samples=3, baseline=baseline)
+    greedy_calls = []
+    greedy = step._greedy
+    monkeypatch.setattr(step, "_greedy", lambda inputs: greedy_calls.append(1) or greedy(inputs))
+    images = np.random.default_rng(2).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    before = [w.numpy().copy() for w in step.variables]
+    logs = step(((tf.constant(images), None), tf.constant(targets)))
+    assert set(logs) == {"loss", "reward", "baseline"} and np.isfinite(logs["loss"])
+    assert len(greedy_calls) == (baseline == "greedy")  # the samples' baseline decodes none
+    if baseline == "samples":  # each sample against the mean of the others: same mean
+        assert logs["baseline"] == pytest.approx(logs["reward"])
+    assert logs["loss"] != 0.0
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, step.variables))
 
 
 def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
@@ -56,6 +89,10 @@ def test_bad_settings_are_refused():
         check_scst(TrainConfig(scst_epochs=1, scst_samples=0))
     with pytest.raises(ValueError, match="fine-tune"):
         check_scst(TrainConfig(scst_epochs=1, fine_tune_blocks=1))
+    with pytest.raises(ValueError, match="--scst-baseline must be one of greedy, samples"):
+        check_scst(TrainConfig(scst_epochs=1, scst_baseline="mean"))
+    with pytest.raises(ValueError, match="--scst-samples must be at least 2, got 1"):
+        check_scst(TrainConfig(scst_epochs=1, scst_baseline="samples", scst_samples=1))
     check_scst(TrainConfig())
 
 
