@@ -81,11 +81,11 @@ TRAIN_HELP = {
     "fine_tune_epochs": "epochs of the fine-tuning stage",
     "fine_tune_learning_rate": "peak learning rate of the fine-tuning stage (cosine decay)",
     "scst_epochs": "after cross-entropy, epochs of self-critical sequence training: sampled "
-    "captions rewarded by CIDEr-D above the greedy caption's (0: none)",
+    "captions rewarded by CIDEr-D above a baseline, --scst-baseline (0: none)",
     "scst_samples": "captions sampled per image in self-critical training",
     "scst_learning_rate": "learning rate of self-critical training",
     "scst_baseline": "what a sample's reward is measured against in self-critical training: "
-    "greedy, the greedy caption's, or samples, the mean of the image's other samples'",
+    "samples, the mean of the image's other samples', or greedy, the greedy caption's",
 }
 
 

@@ -9,6 +9,8 @@ from captioner.errors import RunDirectoryError
 from captioner.files import read_json, write_json_atomic
 
 CONFIG_VERSION = 1
+# Settings added to version 1 after its first runs, with what the runs saved without them did.
+SAVED_BEFORE_ADDED = {"scst_baseline": "greedy"}
 
 # The settings left automatic (None) in `TrainConfig`, by kind of data: the synthetic main
 # job's, and those chosen on Flickr8k's validation split for real photos (docs/results.md).
@@ -163,10 +165,10 @@ class TrainConfig:
     scst_epochs: int | None = None
     scst_samples: int = 5
     scst_learning_rate: float = 5e-5
-    # What a sample's reward is measured against: "greedy", the image's greedy caption's
-    # CIDEr-D (Rennie et al.); "samples", the mean of the image's other samples' (no greedy
-    # decoding needed).
-    scst_baseline: str = "greedy"
+    # What a sample's reward is measured against: "samples", the mean of the image's other
+    # samples' CIDEr-D (measured better on Flickr8k); "greedy", the image's greedy caption's
+    # (Rennie et al.).
+    scst_baseline: str = "samples"
 
     def decoding_defaults(self, command: str) -> tuple[int, float]:
         """(beam width, length penalty) that `command` uses for this model unless told.
@@ -193,6 +195,7 @@ class TrainConfig:
                 f"{path}: run written with config version {version!r}, this captioner reads "
                 f"version {CONFIG_VERSION}; train the model again with this version"
             )
+        data = {**SAVED_BEFORE_ADDED, **data}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

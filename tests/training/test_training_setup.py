@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -60,6 +61,16 @@ def test_a_run_saved_before_data_kind_can_be_continued(tmp_path):
     dataclasses.replace(config, data_kind="synthetic").save(tmp_path / CONFIG_FILE)
     with pytest.raises(ValueError, match=r"\(data_kind\)"):
         check_resumable(dataclasses.replace(config, data_kind="photos"), tmp_path)
+
+
+def test_a_run_saved_before_scst_baseline_loads_with_the_greedy_baseline_it_used(tmp_path):
+    path = tmp_path / CONFIG_FILE
+    TrainConfig().save(path)
+    assert TrainConfig.load(path).scst_baseline == "samples"  # the default now
+    saved = json.loads(path.read_text())
+    del saved["scst_baseline"]
+    path.write_text(json.dumps(saved))
+    assert TrainConfig.load(path).scst_baseline == "greedy"
 
 
 def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
