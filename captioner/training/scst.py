@@ -154,7 +154,7 @@ class ScstStep:
         optimizer: a Keras optimiser.
         scorer: CIDEr-D with the training references' document frequencies, over id tuples.
         samples: captions drawn per image.
-        baseline: "greedy" or "samples" (see the module's docstring).
+        baseline: "samples" or "greedy" (see the module's docstring).
         clip_norm: the global gradient-norm limit (0: none).
         seed: the sampling seed.
     """
@@ -167,7 +167,7 @@ class ScstStep:
         optimizer,
         scorer: CiderD,
         samples: int,
-        baseline: str = "greedy",
+        baseline: str = "samples",
         clip_norm: float = 5.0,
         seed: int = 0,
     ):
