@@ -227,7 +227,7 @@ class ScstStep:
         else:
             greedy = caption_ids(self._greedy(inputs), self.end_id)
             greedy_rewards = [score(g, refs) for g, refs in zip(greedy, references, strict=True)]
-            baseline = np.repeat(np.array(greedy_rewards)[:, None], k, axis=1)
+            baseline = np.array(greedy_rewards)[:, None]  # (B, 1): one for all K samples
         advantages = (rewards - baseline).reshape(-1)
         tokens = tokens.reshape(len(references), k, -1)
         loss = self._update(inputs, tf.constant(tokens), tf.constant(advantages, tf.float32))
