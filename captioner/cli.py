@@ -157,6 +157,18 @@ def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None
     )
 
 
+def _add_ensemble_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ensemble",
+        action="append",
+        default=[],
+        metavar="RUN_DIR",
+        help="decode together with this run's model too (repeatable): each word by the mean "
+        "of the models' log-probabilities; they must share --model's vocabulary and encoder, "
+        "and attention maps stay --model's",
+    )
+
+
 def _load_captioner(args, command: str):
     """The captioner of run directory `args.model`, decoding as `command`'s options say.
 
@@ -173,6 +185,7 @@ def _load_captioner(args, command: str):
     # RunDirectoryError: reported by main().
     return Captioner.from_run_dir(
         args.model,
+        ensemble=getattr(args, "ensemble", ()),
         beam_size=beam_size if args.beam_size is None else args.beam_size,
         length_penalty=length_penalty if args.length_penalty is None else args.length_penalty,
         suppress_unk=args.suppress_unk,
@@ -230,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse images with more pixels (decompression bombs; default: %(default)s)",
     )
     _add_decoding_options(caption, "caption")
+    _add_ensemble_option(caption)
 
     classify = commands.add_parser(
         "classify", help="top ImageNet classes of images (checks an encoder's offline weights)"
@@ -281,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and attention maps, to the output folder (default: on)",
     )
     _add_decoding_options(evaluate, "evaluate")
+    _add_ensemble_option(evaluate)
 
     export = commands.add_parser("export", help="export a model as a SavedModel and TFLite")
     export.add_argument("--model", required=True, help="run directory of a trained model")
@@ -410,6 +425,8 @@ def run_evaluate(args) -> int:
     from captioner.evaluation.metrics import format_report
 
     run_dir = Path(args.model)
+    if args.ensemble and not args.out:
+        raise UsageError("--ensemble needs --out: the scores are not those of --model alone")
     config = TrainConfig.load(run_dir / "config.json")
     data = args.data or config.data or str(Path(config.synthetic_dir) / "dataset.json")
     images = args.images if args.data else (args.images or config.images)
@@ -433,7 +450,7 @@ def run_evaluate(args) -> int:
         split=args.split,
         out_dir=out,
         batch_size=args.batch_size,
-        extra={"model": str(run_dir), "dataset": str(data)},
+        extra={"model": " + ".join([str(run_dir), *args.ensemble]), "dataset": str(data)},
         coco_metrics=coco,
         tokenizer=args.coco_tokenizer,
         on_error=lambda message: print(f"captioner: {message}", file=sys.stderr),

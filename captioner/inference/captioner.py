@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -13,6 +14,7 @@ import tensorflow as tf
 from captioner.config import TrainConfig
 from captioner.data.vocabulary import Vocabulary
 from captioner.errors import RunDirectoryError
+from captioner.inference.ensemble import DecoderEnsemble
 from captioner.inference.search import beam_search, greedy_search
 
 MODEL_FILE = "model.keras"
@@ -32,6 +34,42 @@ class Caption:
     @property
     def text(self) -> str:
         return " ".join(self.words)
+
+
+def same_encoder(model: keras.Model, other: keras.Model) -> bool:
+    """Whether two captioning models compute the same grid features: the same encoder
+    class, input size, grid and weights."""
+    if (type(model.encoder), model.image_size, model.grid_size) != (
+        type(other.encoder),
+        other.image_size,
+        other.grid_size,
+    ):
+        return False
+    weights, others = model.encoder.get_weights(), other.encoder.get_weights()
+    return len(weights) == len(others) and all(
+        w.shape == o.shape and np.array_equal(w, o) for w, o in zip(weights, others)
+    )
+
+
+def _load_run(run_dir: str | Path) -> tuple[keras.Model, Vocabulary]:
+    """The model and vocabulary of a run directory (see `Captioner.from_run_dir`)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise RunDirectoryError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir}: not a run directory (a file)")
+    for name in (MODEL_FILE, VOCAB_FILE, CONFIG_FILE):
+        if not (run_dir / name).is_file():
+            raise RunDirectoryError(f"{run_dir}: not a run directory (no {name})")
+    TrainConfig.load(run_dir / CONFIG_FILE)  # refuses runs of an incompatible version
+    vocab = Vocabulary.load(run_dir / VOCAB_FILE)
+    model = load_model_file(run_dir / MODEL_FILE)
+    if len(vocab) != model.vocab_size:
+        raise RunDirectoryError(
+            f"{run_dir / VOCAB_FILE}: {len(vocab)} words, but {MODEL_FILE} was built for "
+            f"{model.vocab_size}; the two files come from different runs"
+        )
+    return model, vocab
 
 
 def load_model_file(path: str | Path) -> keras.Model:
@@ -89,6 +127,9 @@ class Captioner:
         suppress_unk: never generate `<unk>` (on by default: a caption shown to a person
             should not say it; the next likeliest word is taken instead).
         jit_compile: compile the search with XLA.
+        members: more models that decode together with `model` as an ensemble
+            (`DecoderEnsemble`): each needs `vocab` and `model`'s encoder. Attention maps
+            stay `model`'s.
     """
 
     def __init__(
@@ -101,14 +142,23 @@ class Captioner:
         length_penalty: float = 0.0,
         suppress_unk: bool = True,
         jit_compile: bool = False,
+        members: Sequence[keras.Model] = (),
     ):
-        if len(vocab) != model.vocab_size:
-            raise ValueError(
-                f"vocabulary has {len(vocab)} words but the model was built for {model.vocab_size}"
-            )
+        for member in (model, *members):
+            if len(vocab) != member.vocab_size:
+                raise ValueError(
+                    f"vocabulary has {len(vocab)} words but a model was built for "
+                    f"{member.vocab_size}"
+                )
+        if not all(same_encoder(model, member) for member in members):
+            raise ValueError("an ensemble's models must share the encoder and image size")
         if beam_size < 1:
             raise ValueError(f"beam size must be at least 1, got {beam_size}")
         self.model = model
+        self.members = tuple(members)
+        self.decoder = (
+            DecoderEnsemble([m.decoder for m in (model, *members)]) if members else model.decoder
+        )
         self.vocab = vocab
         self.max_length = max_length or model.max_length
         self.beam_size = beam_size
@@ -144,32 +194,35 @@ class Captioner:
         }
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, **options) -> Captioner:
+    def from_run_dir(
+        cls, run_dir: str | Path, ensemble: Sequence[str | Path] = (), **options
+    ) -> Captioner:
         """Loads the model and vocabulary that `captioner train` wrote to `run_dir`.
 
+        `ensemble`: more run directories whose models decode together with it (`members`).
         `options` are the decoding settings of the constructor (beam_size, ...).
 
         Raises:
             RunDirectoryError: a missing, truncated, incompatible or unsafe file; the message
-                names it. The model loads in Keras safe mode, so no file can run code.
+                names it. The model loads in Keras safe mode, so no file can run code. An
+                ensemble's run with another vocabulary or encoder than `run_dir`'s.
         """
-        run_dir = Path(run_dir)
-        if not run_dir.exists():
-            raise RunDirectoryError(f"{run_dir}: no such run directory")
-        if not run_dir.is_dir():
-            raise RunDirectoryError(f"{run_dir}: not a run directory (a file)")
-        for name in (MODEL_FILE, VOCAB_FILE, CONFIG_FILE):
-            if not (run_dir / name).is_file():
-                raise RunDirectoryError(f"{run_dir}: not a run directory (no {name})")
-        TrainConfig.load(run_dir / CONFIG_FILE)  # refuses runs of an incompatible version
-        vocab = Vocabulary.load(run_dir / VOCAB_FILE)
-        model = load_model_file(run_dir / MODEL_FILE)
-        if len(vocab) != model.vocab_size:
-            raise RunDirectoryError(
-                f"{run_dir / VOCAB_FILE}: {len(vocab)} words, but {MODEL_FILE} was built for "
-                f"{model.vocab_size}; the two files come from different runs"
-            )
-        return cls(model, vocab, **options)
+        model, vocab = _load_run(run_dir)
+        members = []
+        for other in ensemble:
+            member, member_vocab = _load_run(other)
+            if member_vocab.itos != vocab.itos:
+                raise RunDirectoryError(
+                    f"{Path(other) / VOCAB_FILE}: another vocabulary than {run_dir}'s; an "
+                    "ensemble's models must share it"
+                )
+            if not same_encoder(model, member):
+                raise RunDirectoryError(
+                    f"{Path(other) / MODEL_FILE}: another encoder or image size than "
+                    f"{run_dir}'s; an ensemble's models must read the same grid"
+                )
+            members.append(member)
+        return cls(model, vocab, members=members, **options)
 
     @property
     def search_options(self) -> dict:
@@ -185,15 +238,18 @@ class Captioner:
             pad_id=self.vocab.pad_id,
         )
 
-    def search(self, annotations):
-        """Decodes (B, L, D) annotations with the configured search (`captioner.inference.search`).
+    def search(self, features, grid=None):
+        """Decodes (B, L, D_encoder) grid features with the configured search
+        (`captioner.inference.search`); `grid` (gh, gw) as `model.annotate` takes it.
 
-        This is the one search entry point: the annotations may come from images
-        (`model.encode`) or from cached grid features (`model.annotate`).
+        This is the one search entry point: the features may come from images
+        (`model.grid_features`) or from the feature cache. Each model of an ensemble
+        annotates them with its own layers.
         """
-        decoder = self.model.decoder
+        annotations = [m.annotate(features, grid) for m in (self.model, *self.members)]
+        decoder = self.decoder
         options = self.search_options
-        state = decoder.initial_state(annotations)
+        state = decoder.initial_state(annotations if self.members else annotations[0])
         if self.settings["decoding"] == "greedy":
             return greedy_search(decoder.step, state, **options)
         return beam_search(
@@ -207,12 +263,12 @@ class Captioner:
 
     def generate_graph(self, images):
         """(B, S, S, 3) uint8 images -> the search output; traceable by `tf.function`."""
-        annotations, _ = self.model.encode(images)
-        return self.search(annotations)
+        grid = self.model.encoder.compute_output_shape(tuple(images.shape))[1:3]
+        return self.search(self.model.grid_features(images), grid)
 
     def generate_from_features_graph(self, features):
         """(B, L, D_encoder) cached grid features -> the search output; traceable."""
-        return self.search(self.model.annotate(features))
+        return self.search(features)
 
     def generate(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Raw search output for (B, S, S, 3) uint8 images, as NumPy arrays."""

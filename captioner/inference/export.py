@@ -148,6 +148,8 @@ def export_model(
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; choose from {FORMATS}")
+    if captioner.members:
+        raise ValueError("an ensemble cannot be exported; export one of its models")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
