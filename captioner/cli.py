@@ -52,7 +52,8 @@ TRAIN_HELP = {
     "topdown: a first LSTM reads the word, then attends, a second writes (Anderson et al.)",
     "coverage": "attention that also sees how much each grid cell has been attended so far "
     "(not in the paper)",
-    "attention": "soft, or mean (ablation: the mean annotation at every step)",
+    "attention": "soft; mean (ablation: the mean annotation at every step); soft+mean: the "
+    "attended and the mean annotation side by side",
     "penalty_weight": "lambda of the doubly stochastic attention penalty, added to the mean "
     "cross-entropy per word; the paper's lambda = 1 on the summed caption likelihood is about "
     "1 / (words per caption) here (default: 0, see the README)",

@@ -99,7 +99,8 @@ class TrainConfig:
     units: int | None = None
     attention_dim: int | None = None
     dropout: float | None = None
-    attention: str = "soft"  # "soft", or "mean" (ablation: the mean annotation every step)
+    # "soft"; "mean" (ablation: the mean annotation every step); "soft+mean": both, side by side.
+    attention: str = "soft"
     # "paper": attention from h_{t-1}, as in Xu et al.; "topdown": attention queried after a
     # first LSTM has read the previous word (two LSTMs, Anderson et al. 2018).
     decoder: str | None = None

@@ -7,7 +7,7 @@ from keras import layers, ops
 
 from captioner.models.attention import SoftAttention
 
-ATTENTION_MODES = ("soft", "mean")
+ATTENTION_MODES = ("soft", "mean", "soft+mean")
 
 
 @keras.saving.register_keras_serializable(package="captioner")
@@ -31,8 +31,11 @@ class AttentionDecoder(keras.layers.Layer):
         units: H, the LSTM size.
         attention_dim: A.
         dropout: rate before the output layer.
-        attention: "soft", or "mean" for the ablation that uses the mean annotation
-            (uniform alpha) at every step.
+        attention: "soft"; "mean" for the ablation that uses the mean annotation (uniform
+            alpha) at every step; "soft+mean" for both: the context is the gated attended
+            annotation with the mean annotation beside it, `z_t = [beta_t sum_i alpha_ti a_i;
+            mean_i a_i]` (not in the paper: the mean carries what the whole photo shows, so
+            attention need not gather it).
         coverage: soft attention that sees how much each cell has been attended so far
             (not in the paper).
     """
@@ -53,7 +56,7 @@ class AttentionDecoder(keras.layers.Layer):
         super().__init__(**kwargs)
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
-        if coverage and attention != "soft":
+        if coverage and attention == "mean":
             raise ValueError("coverage needs soft attention (the ablation has no weights)")
         self.vocab_size = vocab_size
         self.embed_dim = embed_dim
@@ -68,7 +71,7 @@ class AttentionDecoder(keras.layers.Layer):
         # The ablation has no attention weights at all.
         self.attention = (
             SoftAttention(attention_dim, coverage=coverage, name="attention")
-            if attention == "soft"
+            if attention != "mean"
             else None
         )
         self.gate = layers.Dense(1, activation="sigmoid", name="w_beta")
@@ -98,6 +101,12 @@ class AttentionDecoder(keras.layers.Layer):
         else:
             context, alpha = self.attention(annotations, projected, h, *coverage)
         beta = self.gate(h)  # (B, 1)
+        if self.attention_mode == "soft+mean":  # (B, 2D)
+            return (
+                ops.concatenate([beta * context, ops.mean(annotations, axis=1)], -1),
+                alpha,
+                beta[:, 0],
+            )
         return beta * context, alpha, beta[:, 0]
 
     @staticmethod

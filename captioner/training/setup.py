@@ -183,7 +183,7 @@ def build_model(config: TrainConfig, vocab_size: int) -> CaptioningModel:
         encoder_weights=None if config.encoder_weights == "none" else config.encoder_weights,
         grid_stride=config.grid_stride,
         train_encoder=trains_encoder(config),
-        penalty_weight=config.penalty_weight if config.attention == "soft" else 0.0,
+        penalty_weight=config.penalty_weight if config.attention != "mean" else 0.0,
         feature_dim=config.feature_dim,
         feature_norm=config.feature_norm,
         grid_coordinates=config.grid_coordinates,

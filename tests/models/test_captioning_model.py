@@ -110,6 +110,7 @@ def test_padding_a_batch_further_changes_nothing():
         {"feature_norm": True},
         {"decoder": "topdown"},
         {"decoder": "topdown", "coverage": True},
+        {"attention": "soft+mean"},
     ],
 )
 def test_keras_save_load_gives_identical_outputs(tmp_path, options):

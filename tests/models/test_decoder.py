@@ -31,7 +31,12 @@ def test_attention_weights_sum_to_one_over_the_grid(annotations):
 @pytest.mark.parametrize("kind", [AttentionDecoder, TopDownDecoder])
 @pytest.mark.parametrize(
     "options",
-    [{"attention": "soft"}, {"attention": "mean"}, {"attention": "soft", "coverage": True}],
+    [
+        {"attention": "soft"},
+        {"attention": "mean"},
+        {"attention": "soft", "coverage": True},
+        {"attention": "soft+mean"},
+    ],
 )
 def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, options, kind):
     decoder = kind(V, embed_dim=4, units=16, attention_dim=7, **options)
@@ -52,6 +57,19 @@ def test_mean_ablation_attends_uniformly(annotations):
     _, alphas, _ = decoder(annotations, np.ones((B, 2), np.int32))
     np.testing.assert_allclose(ops.convert_to_numpy(alphas), 1.0 / L, rtol=1e-6)
     assert decoder.attention is None
+
+
+@pytest.mark.parametrize("kind", [AttentionDecoder, TopDownDecoder])
+def test_soft_plus_mean_context_is_the_attended_and_the_mean_annotation(annotations, kind):
+    decoder = kind(V, embed_dim=4, units=16, attention_dim=7, attention="soft+mean")
+    state = decoder.initial_state(annotations)
+    _, z, alpha, beta, _ = decoder._recur(decoder.embedding(np.ones(B, np.int32)), state, False)
+    z, alpha, beta = (ops.convert_to_numpy(x) for x in (z, alpha, beta))
+    assert z.shape == (B, 2 * D)
+    attended = beta[:, None] * np.einsum("bl,bld->bd", alpha, annotations)
+    np.testing.assert_allclose(z[:, :D], attended, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z[:, D:], annotations.mean(axis=1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(alpha, 1.0 / L)  # it attends: not the ablation's uniform weights
 
 
 def test_initial_state_comes_from_the_mean_annotation(annotations):
