@@ -274,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: RUN_DIR/SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument(
+        "--feature-cache",
+        metavar="DIR",
+        help="read the split's encoder grids from this feature cache, extracting them once "
+        "(as train's --feature-cache; default: none, the images are encoded every time)",
+    )
+    evaluate.add_argument(
         "--coco-metrics",
         default="meteor,rouge_l,cider,spice",
         help="comma-separated pycocoevalcap metrics to compute, or 'none' "
@@ -445,10 +451,20 @@ def run_evaluate(args) -> int:
     unknown = sorted(set(coco) - set(ALL_COCO_METRICS))
     if unknown:
         raise UsageError(f"unknown --coco-metrics {unknown}; choose from {ALL_COCO_METRICS}")
+    features = None
+    if args.feature_cache:
+        from captioner.data.feature_cache import cached_features
+
+        features, unreadable = cached_features(
+            captioner.model, records, args.feature_cache, label=config.encoder
+        )
+        if len(unreadable):
+            features = None  # decoding the images reports the unreadable ones
     metrics = evaluate_split(
         captioner,
         records,
         split=args.split,
+        features=features,
         out_dir=out,
         batch_size=args.batch_size,
         extra={"model": " + ".join([str(run_dir), *args.ensemble]), "dataset": str(data)},

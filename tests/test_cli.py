@@ -262,6 +262,21 @@ def test_evaluate_writes_metrics_predictions_and_per_image(run, tmp_path, capsys
     assert not (tmp_path / "e2" / "report.html").exists()
 
 
+def test_evaluate_from_the_feature_cache_gives_the_same_captions(run, tmp_path, capsys):
+    _, run_dir = run
+    plain = ["evaluate", "--model", str(run_dir), "--no-report", "--coco-metrics", "none"]
+    cache = tmp_path / "cache"
+    assert main([*plain, "--out", str(tmp_path / "images")]) == 0
+    for attempt in ("extracted", "reused"):
+        out = tmp_path / attempt
+        assert main([*plain, "--out", str(out), "--feature-cache", str(cache)]) == 0
+        assert ("reusing" in capsys.readouterr().out) == (attempt == "reused")
+        assert (out / "predictions.json").read_text() == (
+            tmp_path / "images" / "predictions.json"
+        ).read_text()
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+
+
 def test_usage_errors_exit_2_without_traceback(run, tmp_path, capsys):
     assert main(["caption", "--model", str(tmp_path), "x.png"]) == 2
     err = capsys.readouterr().err
