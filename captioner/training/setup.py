@@ -74,6 +74,9 @@ def check_resumable(config: TrainConfig, run_dir: Path) -> bool:
     for checkpoint, settings in LATER_STAGE_SETTINGS.items():
         if not (run_dir / checkpoint).is_file():
             free |= settings
+    if (config.scst_epochs or 0) > (saved.scst_epochs or 0):
+        # Its learning rate is constant, so more epochs continue the stage as it was.
+        free.add("scst_epochs")
     changed = sorted(
         f.name
         for f in dataclasses.fields(TrainConfig)

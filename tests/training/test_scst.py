@@ -115,7 +115,7 @@ def test_samples_are_scored_under_the_distribution_they_are_drawn_from():
     assert (gradient[[0, 1, 3]] == 0).all() and (gradient[[5, 8]] != 0).all()
 
 
-@pytest.mark.slow  # about 50 s: stage 1, then the stage added, then again, then beam search
+@pytest.mark.slow  # about 60 s: stage 1, the stage added, again, one more epoch, beam search
 def test_the_stage_is_added_to_a_finished_run_logs_and_resumes(tmp_path, capsys):
     data = tmp_path / "synth"
     synth = ["synth", "--out", str(data), "--num-train", "12", "--num-val", "4"]
@@ -134,6 +134,10 @@ def test_the_stage_is_added_to_a_finished_run_logs_and_resumes(tmp_path, capsys)
     assert "self-critical training (stage 3)" in capsys.readouterr().out
     assert main(args) == 0  # the same command again: nothing left to do
     assert "already complete" in capsys.readouterr().out
+    args[args.index("--scst-epochs") + 1] = "2"  # one more epoch of the finished stage
+    assert main(args) == 0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [(row["stage"], row["epoch"]) for row in history] == [(1, 1), (3, 2), (3, 3)]
     # beam search works on the result
     image = data / "images" / "test" / "test_00000.png"
     assert main(["caption", "--model", str(run_dir), str(image), "--beam-size", "2"]) == 0

@@ -49,8 +49,20 @@ def test_a_later_stage_can_be_added_until_it_has_a_checkpoint(tmp_path):
     assert check_resumable(with_scst, tmp_path)
     assert check_resumable(dataclasses.replace(config, fine_tune_blocks=2), tmp_path)
     (tmp_path / SCST_CHECKPOINT_FILE).write_bytes(b"")  # the stage has begun
-    with pytest.raises(ValueError, match=r"\(scst_epochs, scst_learning_rate\)"):
-        check_resumable(with_scst, tmp_path)
+    with pytest.raises(ValueError, match=r"\(scst_learning_rate, scst_samples\)"):
+        check_resumable(dataclasses.replace(with_scst, scst_samples=2), tmp_path)
+
+
+def test_a_begun_self_critical_stage_can_be_given_more_epochs_not_fewer(tmp_path):
+    config = TrainConfig(out=str(tmp_path), scst_epochs=3)
+    config.save(tmp_path / CONFIG_FILE)
+    (tmp_path / CHECKPOINT_FILE).write_bytes(b"")
+    (tmp_path / SCST_CHECKPOINT_FILE).write_bytes(b"")
+    assert check_resumable(dataclasses.replace(config, scst_epochs=5), tmp_path)
+    with pytest.raises(ValueError, match=r"\(scst_epochs\)"):
+        check_resumable(dataclasses.replace(config, scst_epochs=2), tmp_path)
+    with pytest.raises(ValueError, match=r"\(scst_learning_rate\)"):
+        check_resumable(dataclasses.replace(config, scst_epochs=5, scst_learning_rate=1), tmp_path)
 
 
 def test_a_run_saved_before_data_kind_can_be_continued(tmp_path):
