@@ -101,13 +101,10 @@ class AttentionDecoder(keras.layers.Layer):
         else:
             context, alpha = self.attention(annotations, projected, h, *coverage)
         beta = self.gate(h)  # (B, 1)
-        if self.attention_mode == "soft+mean":  # (B, 2D)
-            return (
-                ops.concatenate([beta * context, ops.mean(annotations, axis=1)], -1),
-                alpha,
-                beta[:, 0],
-            )
-        return beta * context, alpha, beta[:, 0]
+        context = beta * context
+        if self.attention_mode == "soft+mean":
+            context = ops.concatenate([context, ops.mean(annotations, axis=1)], axis=-1)  # (B, 2D)
+        return context, alpha, beta[:, 0]
 
     @staticmethod
     def _covered(coverage, alpha):
