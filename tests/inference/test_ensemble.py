@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from keras import ops
+from PIL import Image
 
 from captioner.cli import main
 from captioner.data.vocabulary import Vocabulary
@@ -13,7 +14,7 @@ from captioner.errors import RunDirectoryError
 from captioner.inference.captioner import Captioner, load_model_file
 from captioner.inference.ensemble import DecoderEnsemble
 from captioner.inference.export import export_model
-from tests.helpers import TINY_WORDS, tiny_model
+from tests.helpers import TINY_WORDS, tiny_model, write_untrained_run
 
 WORDS = TINY_WORDS
 
@@ -123,8 +124,7 @@ def test_an_ensemble_cannot_be_exported(models, tmp_path):
 
 @pytest.fixture
 def second_run(untrained_run, tmp_path):
-    """A copy of `untrained_run` whose decoder is retrained-looking: other decoder weights,
-    the same encoder and vocabulary."""
+    """A copy of `untrained_run` with other decoder weights, the same encoder and vocabulary."""
     run = tmp_path / "second"
     shutil.copytree(untrained_run, run)
     model = load_model_file(run / "model.keras")
@@ -146,8 +146,6 @@ def test_run_directories_with_another_vocabulary_or_encoder_are_named(
     with pytest.raises(RunDirectoryError, match=r"second/vocab\.json: another vocabulary"):
         Captioner.from_run_dir(untrained_run, ensemble=[second_run])
 
-    from tests.helpers import write_untrained_run
-
     bigger = write_untrained_run(tmp_path / "bigger", image_size=64)
     with pytest.raises(RunDirectoryError, match=r"bigger/model\.keras: another encoder"):
         Captioner.from_run_dir(untrained_run, ensemble=[bigger])
@@ -157,8 +155,6 @@ def test_cli_captions_with_an_ensemble_and_needs_out_to_evaluate(
     untrained_run, second_run, tmp_path, capsys
 ):
     image = tmp_path / "photo.png"
-    from PIL import Image
-
     Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(image)
     args = ["caption", "--model", str(untrained_run), str(image), "--format", "json"]
     assert main(args) == 0
