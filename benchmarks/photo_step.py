@@ -11,6 +11,9 @@ costs:
 - "64 words": the same with a 64-word output layer (what is left is everything but the
   output layer and its softmax);
 - "mean attention": the paper's decoder with the mean annotation instead of soft attention;
+- "whole input at every step": the top-down step as it was before its attention LSTM's
+  input was split (each step multiplied the whole input, the words and the mean annotation
+  included, by the kernel: `per_step_inputs` below);
 - "fine-tuning": the top-down step of `--fine-tune-blocks 2`, the encoder's top two blocks
   (block7a and the head) trained with the decoder, so the step takes 260 px images and runs
   the whole encoder instead of reading the cache.
@@ -47,6 +50,7 @@ VARIANTS = {
     "paper, 64 words": {"decoder": "paper", "vocabulary": SMALL_VOCABULARY},
     "paper, mean attention": {"decoder": "paper", "attention": "mean"},
     "topdown": {"decoder": "topdown"},
+    "topdown, whole input at every step": {"decoder": "topdown", "per_step_inputs": True},
     "topdown, 64 words": {"decoder": "topdown", "vocabulary": SMALL_VOCABULARY},
     "topdown, fine-tuning the top 2 encoder blocks": {"decoder": "topdown", "fine_tune_blocks": 2},
 }
@@ -63,6 +67,30 @@ def caption_ids(max_length: int, vocabulary: int, seed: int = 0):
         # <start>=1, words from 4 on, <end>=2 (the ids are arbitrary here, only sizes matter)
         ids[i, j, : length + 2] = [1, *rng.integers(4, vocabulary, length), 2]
     return ids, np.full(NUM_IMAGES, CAPTIONS_PER_IMAGE, np.int32)
+
+
+def per_step_inputs(decoder) -> None:
+    """Gives the top-down `decoder` the step it had before its attention LSTM's input was
+    split: nothing is computed before the time loop, and each step runs the Keras cell on
+    the whole concatenated input (the weights are the same)."""
+    import types
+
+    from keras import ops
+
+    def loop_inputs(self, embedded, state):
+        return embedded, None  # the words, multiplied inside the loop
+
+    def recur(self, embedded, constants, state, training):
+        h1, c1, h2, c2, annotations, projected, *coverage = state
+        x1 = ops.concatenate([h2, ops.mean(annotations, axis=1), embedded], axis=-1)
+        h1, (_, c1) = self.attention_cell(x1, [h1, c1], training=training)
+        z, alpha, beta = self._attend(h1, annotations, projected, coverage)
+        h2, (_, c2) = self.cell(ops.concatenate([z, h1], axis=-1), [h2, c2], training=training)
+        covered = self._covered(coverage, alpha)
+        return h2, z, alpha, beta, (h1, c1, h2, c2, annotations, projected, *covered)
+
+    decoder._loop_inputs = types.MethodType(loop_inputs, decoder)
+    decoder._recur = types.MethodType(recur, decoder)
 
 
 class Variant(InterleavedSteps):
@@ -91,6 +119,8 @@ class Variant(InterleavedSteps):
         )
         keras.utils.set_random_seed(0)
         model = build_model(config, vocabulary)
+        if settings.get("per_step_inputs"):
+            per_step_inputs(model.decoder)
         inputs = features
         if settings.get("fine_tune_blocks"):
             unfreeze_top_blocks(model.encoder, settings["fine_tune_blocks"])

@@ -111,11 +111,25 @@ class AttentionDecoder(keras.layers.Layer):
         """The state's coverage entry after a step that attended with `alpha`: () or (cov,)."""
         return tuple(total + alpha for total in coverage)
 
-    def _recur(self, embedded, state, training):
-        """One LSTM step from an embedded previous word; returns (h, z, alpha, beta, state)."""
+    def _loop_inputs(self, embedded, state):
+        """What the time loop reads, prepared before it.
+
+        Args:
+            embedded: (B, T, E) the embedded previous words.
+            state: the decoding state the loop starts from.
+
+        Returns:
+            (per-step inputs (B, T, ·), constants the steps share): here the words, and
+            nothing shared. Decoders override it to compute once what every step would
+            otherwise recompute.
+        """
+        return embedded, None
+
+    def _recur(self, inputs, constants, state, training):
+        """One LSTM step from `_loop_inputs` at that step; returns (h, z, alpha, beta, state)."""
         h_prev, c_prev, annotations, projected, *coverage = state
         z, alpha, beta = self._attend(h_prev, annotations, projected, coverage)
-        x = ops.concatenate([embedded, z], axis=-1)  # (B, E + D)
+        x = ops.concatenate([inputs, z], axis=-1)  # (B, E + D)
         h, (_, c) = self.cell(x, [h_prev, c_prev], training=training)
         state = (h, c, annotations, projected, *self._covered(coverage, alpha))
         return h, z, alpha, beta, state
@@ -136,7 +150,8 @@ class AttentionDecoder(keras.layers.Layer):
             logits (B, V), the new state, alpha (B, L), beta (B,).
         """
         embedded = self.embedding(tokens)  # (B, E)
-        h, z, alpha, beta, state = self._recur(embedded, state, training)
+        inputs, constants = self._loop_inputs(embedded[:, None], state)
+        h, z, alpha, beta, state = self._recur(inputs[:, 0], constants, state, training)
         return self._logits(embedded, h, z, training), state, alpha, beta
 
     def call(self, annotations, caption_in, training=False, repeats=1):
@@ -156,9 +171,10 @@ class AttentionDecoder(keras.layers.Layer):
         state = self.initial_state(annotations)
         if repeats > 1:
             state = tuple(ops.repeat(x, repeats, axis=0) for x in state)  # B -> B·C rows
+        inputs, constants = self._loop_inputs(embedded, state)
         hs, zs, alphas, betas = [], [], [], []
         for t in range(caption_in.shape[1]):
-            h, z, alpha, beta, state = self._recur(embedded[:, t], state, training)
+            h, z, alpha, beta, state = self._recur(inputs[:, t], constants, state, training)
             hs.append(h)
             zs.append(z)
             alphas.append(alpha)

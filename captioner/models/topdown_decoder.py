@@ -8,6 +8,26 @@ from keras import layers, ops
 from captioner.models.decoder import AttentionDecoder
 
 
+def built_kernel(cell, input_dim):
+    """The input kernel (input_dim, 4H) of the Keras `LSTMCell` `cell`, built if need be."""
+    if not cell.built:
+        cell.build((None, input_dim))
+    return cell.kernel
+
+
+def lstm_step(cell, input_gates, h, c):
+    """One step of the Keras `LSTMCell` `cell` from its input's share of the gates.
+
+    `input_gates` (B, 4H) is `inputs @ cell.kernel`, computed by the caller, which can then
+    multiply the parts of the input known before the time loop once for all steps. The
+    gates and their order (input, forget, cell, output) are `LSTMCell`'s; returns (h, c).
+    """
+    z = input_gates + ops.matmul(h, cell.recurrent_kernel) + cell.bias
+    i, f, g, o = ops.split(z, 4, axis=-1)
+    c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)
+    return cell.recurrent_activation(o) * cell.activation(c), c
+
+
 @keras.saving.register_keras_serializable(package="captioner")
 class TopDownDecoder(AttentionDecoder):
     """Attention chosen by a state that has read the previous word (Anderson et al., 2018).
@@ -47,12 +67,26 @@ class TopDownDecoder(AttentionDecoder):
         h2, c2 = self.init_h2(mean), self.init_c2(mean)
         return h1, c1, h2, c2, annotations, projected, *coverage
 
-    def _recur(self, embedded, state, training):
-        """One step from an embedded previous word; returns (h2, z, alpha, beta, state)."""
-        h1, c1, h2, c2, annotations, projected, *coverage = state
+    def _loop_inputs(self, embedded, state):
+        """The attention LSTM's gates' share known before the loop, and its kernel's `h2` rows.
+
+        The attention LSTM reads `[h2_{t-1}; mean_i a_i; E y_{t-1}]`. Only `h2` changes with
+        the loop: the mean annotation's rows of the kernel are applied once per caption and
+        the words' rows once for all steps, (B, T, E) -> (B, T, 4H); the `h2` rows, sliced
+        once, are what the steps share (a slice per step costs its gradient per step).
+        """
+        annotations = state[4]
+        hidden, depth = self.units, annotations.shape[-1]
+        kernel = built_kernel(self.attention_cell, hidden + depth + self.embed_dim)
         mean = ops.mean(annotations, axis=1)  # (B, D)
-        x1 = ops.concatenate([h2, mean, embedded], axis=-1)  # (B, H + D + E)
-        h1, (_, c1) = self.attention_cell(x1, [h1, c1], training=training)
+        words = ops.matmul(embedded, kernel[hidden + depth :])  # (B, T, 4H)
+        gates = words + ops.matmul(mean, kernel[hidden : hidden + depth])[:, None, :]
+        return gates, kernel[:hidden]
+
+    def _recur(self, inputs, constants, state, training):
+        """One step from `_loop_inputs` at that step; returns (h2, z, alpha, beta, state)."""
+        h1, c1, h2, c2, annotations, projected, *coverage = state
+        h1, c1 = lstm_step(self.attention_cell, inputs + ops.matmul(h2, constants), h1, c1)
         # The paper's attention and gate, queried with the state that has read the word.
         z, alpha, beta = self._attend(h1, annotations, projected, coverage)
         x2 = ops.concatenate([z, h1], axis=-1)  # (B, D + H)

@@ -1,10 +1,11 @@
+import keras
 import numpy as np
 import pytest
 from keras import ops
 
 from captioner.models.attention import SoftAttention
 from captioner.models.decoder import AttentionDecoder
-from captioner.models.topdown_decoder import TopDownDecoder
+from captioner.models.topdown_decoder import TopDownDecoder, built_kernel, lstm_step
 
 B, L, D, V, T = 3, 6, 8, 11, 5
 
@@ -52,6 +53,35 @@ def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, options
         np.testing.assert_allclose(beta, betas[:, t], rtol=1e-5, atol=1e-6)
 
 
+def test_lstm_step_from_the_inputs_share_of_the_gates_is_the_keras_cell():
+    # The decoders multiply the parts of an LSTM's input known before the time loop once,
+    # then finish the step with `lstm_step`: the same weights must give the cell's results.
+    rng = np.random.default_rng(1)
+    cell = keras.layers.LSTMCell(7)
+    x, h, c = (rng.normal(size=(B, n)).astype(np.float32) for n in (5, 7, 7))
+    kernel = built_kernel(cell, 5)
+    cell.bias.assign(rng.normal(size=cell.bias.shape))  # the forget gate's ones are not enough
+    expected_h, (_, expected_c) = cell(x, [h, c])
+    split = ops.matmul(x[:, :2], kernel[:2]) + ops.matmul(x[:, 2:], kernel[2:])
+    got_h, got_c = lstm_step(cell, split, h, c)
+    np.testing.assert_allclose(ops.convert_to_numpy(got_h), expected_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(got_c), expected_c, rtol=1e-5, atol=1e-6)
+
+
+def test_topdown_attention_lstm_reads_its_whole_input_as_the_keras_cell(annotations):
+    # The top-down decoder applies its attention LSTM's kernel rows for the words and the
+    # mean annotation before the loop: its h1 must be the cell's on [h2; mean; E y].
+    decoder = TopDownDecoder(V, embed_dim=4, units=16, attention_dim=7)
+    words = np.array([1, 5, 7], np.int32)
+    state = decoder.initial_state(annotations)
+    _, after, _, _ = decoder.step(words, state)
+    h1, c1, h2 = state[:3]
+    x1 = ops.concatenate([h2, annotations.mean(axis=1), decoder.embedding(words)], axis=-1)
+    expected_h1, (_, expected_c1) = decoder.attention_cell(x1, [h1, c1])
+    np.testing.assert_allclose(ops.convert_to_numpy(after[0]), expected_h1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(after[1]), expected_c1, rtol=1e-5, atol=1e-6)
+
+
 def test_mean_ablation_attends_uniformly(annotations):
     decoder = AttentionDecoder(V, embed_dim=4, units=16, attention="mean")
     _, alphas, _ = decoder(annotations, np.ones((B, 2), np.int32))
@@ -63,7 +93,9 @@ def test_mean_ablation_attends_uniformly(annotations):
 def test_soft_plus_mean_context_is_the_attended_and_the_mean_annotation(annotations, kind):
     decoder = kind(V, embed_dim=4, units=16, attention_dim=7, attention="soft+mean")
     state = decoder.initial_state(annotations)
-    _, z, alpha, beta, _ = decoder._recur(decoder.embedding(np.ones(B, np.int32)), state, False)
+    embedded = decoder.embedding(np.ones((B, 1), np.int32))
+    inputs, constants = decoder._loop_inputs(embedded, state)
+    _, z, alpha, beta, _ = decoder._recur(inputs[:, 0], constants, state, False)
     z, alpha, beta = (ops.convert_to_numpy(x) for x in (z, alpha, beta))
     assert z.shape == (B, 2 * D)
     attended = beta[:, None] * np.einsum("bl,bld->bd", alpha, annotations)
@@ -118,6 +150,9 @@ def test_topdown_attention_reads_the_previous_word_first(annotations):
     paper = AttentionDecoder(V, embed_dim=4, units=16, attention_dim=7)
     np.testing.assert_allclose(first_alpha(paper, 1), first_alpha(paper, 2), atol=1e-7)
     topdown = TopDownDecoder(V, embed_dim=4, units=16, attention_dim=7)
+    first_alpha(topdown, 1)  # builds it; then words far enough apart to move the map clearly
+    embeddings = topdown.embedding.embeddings
+    embeddings.assign(np.random.default_rng(2).normal(size=embeddings.shape))
     assert np.abs(first_alpha(topdown, 1) - first_alpha(topdown, 2)).max() > 1e-4
     state = topdown.initial_state(annotations)
     assert len(state) == 6 and topdown.static_state_entries == (4, 5)
