@@ -56,7 +56,7 @@ TRAIN_HELP = {
     "attended and the mean annotation side by side",
     "penalty_weight": "lambda of the doubly stochastic attention penalty, added to the mean "
     "cross-entropy per word; the paper's lambda = 1 on the summed caption likelihood is about "
-    "1 / (words per caption) here (default: 0, see the README)",
+    "1 / (words per caption) here",
     "min_count": "keep words seen at least this often in the training captions",
     "max_length": "longest caption in words (longer ones are truncated)",
     "val_images": "validation images scored after every epoch",

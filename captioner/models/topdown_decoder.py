@@ -9,10 +9,12 @@ from captioner.models.decoder import AttentionDecoder
 
 
 def built_kernel(cell, input_dim):
-    """The input kernel (input_dim, 4H) of the Keras `LSTMCell` `cell`, built if need be."""
+    """The input kernel (input_dim, 4H) of the Keras `LSTMCell` `cell`, built if need be, in
+    the cell's compute dtype (read outside a layer call, a mixed-precision weight is not cast
+    for us)."""
     if not cell.built:
         cell.build((None, input_dim))
-    return cell.kernel
+    return ops.cast(cell.kernel, cell.compute_dtype)
 
 
 def lstm_step(cell, input_gates, h, c):
@@ -22,7 +24,10 @@ def lstm_step(cell, input_gates, h, c):
     multiply the parts of the input known before the time loop once for all steps. The
     gates and their order (input, forget, cell, output) are `LSTMCell`'s; returns (h, c).
     """
-    z = input_gates + ops.matmul(h, cell.recurrent_kernel) + cell.bias
+    recurrent_kernel, bias = (
+        ops.cast(w, cell.compute_dtype) for w in (cell.recurrent_kernel, cell.bias)
+    )
+    z = input_gates + ops.matmul(h, recurrent_kernel) + bias
     i, f, g, o = ops.split(z, 4, axis=-1)
     c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)
     return cell.recurrent_activation(o) * cell.activation(c), c

@@ -122,9 +122,10 @@ def resolve_settings(config: TrainConfig, synthetic: bool | None = None) -> Trai
     `DATA_DEFAULTS` says (the synthetic data: stride 16; photos: the whole network), other
     encoders are whole; pretrained features are standardised. "imagenet" weights mean none
     for small_cnn, which is always trained from scratch. The decoder, its sizes, dropout,
-    vocabulary threshold, captions per image, epochs, selection metric and self-critical
-    epochs follow the data (`DATA_DEFAULTS`); selecting by CIDEr-D needs the coco extra, else
-    BLEU-4 is used, and a run that fine-tunes its encoder has no self-critical stage.
+    attention penalty, vocabulary threshold, captions per image, epochs, selection metric and
+    self-critical epochs follow the data (`DATA_DEFAULTS`); selecting by CIDEr-D needs the
+    coco extra, else BLEU-4 is used, and a run that fine-tunes its encoder has no
+    self-critical stage.
 
     `synthetic` says whether the data are the synthetic shapes (default: when no `data` is
     given; a synthetic dataset given with `--data`, such as `synth --orders mixed`, is too);

@@ -85,12 +85,15 @@ def test_a_run_saved_before_scst_baseline_loads_with_the_greedy_baseline_it_used
     assert TrainConfig.load(path).scst_baseline == "greedy"
 
 
-def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
+@pytest.mark.parametrize("decoder", ["paper", "topdown"])
+def test_mixed_bfloat16_step_keeps_float32_weights_and_losses(decoder):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     sequences = rng.integers(1, 9, (4, 6)).astype(np.int32)
     with dtype_policy("mixed_bfloat16"):
-        model = CaptioningModel(9, image_size=32, embed_dim=8, units=16, attention_dim=8)
+        model = CaptioningModel(
+            9, image_size=32, embed_dim=8, units=16, attention_dim=8, decoder=decoder
+        )
         model.build()
         optimizer = keras.optimizers.Adam(1e-3)
         step = TrainStep(model, optimizer, make_strategy("default"))
@@ -101,6 +104,10 @@ def test_mixed_bfloat16_step_keeps_float32_weights_and_losses():
     assert all(w.dtype == "float32" for w in model.trainable_weights)
     assert all(np.isfinite(v) for v in losses.values())
     assert losses["loss"] > 0
+    # searches call the decoder's step directly, outside the model's call
+    annotations, _ = model.encode(images)
+    logits, *_ = model.decoder.step(sequences[:, 0], model.decoder.initial_state(annotations))
+    assert logits.dtype == "bfloat16" and np.isfinite(keras.ops.convert_to_numpy(logits)).all()
 
 
 def test_step_on_several_captions_per_image_reports_the_flat_loss():
@@ -189,6 +196,9 @@ def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
         "paper",
         0,
     )
+    # the attention penalty: on photos only, unless asked for
+    assert (photos.penalty_weight, synthetic.penalty_weight) == (0.01, 0.0)
+    assert resolve_settings(TrainConfig(data="d.json", penalty_weight=0.0)).penalty_weight == 0.0
     # an explicit kind wins over the data, and a wrong one is named
     forced = resolve_settings(TrainConfig(data="d.json", data_kind="synthetic"), synthetic=False)
     assert (forced.encoder, forced.embed_dim) == ("efficientnet_lite0", 64)
