@@ -1,10 +1,11 @@
 """A page of randomly drawn test images with their captions, references and attention maps.
 
     python tools/caption_examples.py RUN_DIR --data CAPTIONS --images ROOT --out DIR
-        [--count 12] [--seed 0] [--beam-size 3] [--title TITLE]
+        [--count 12] [--seed 0] [--beam-size K] [--length-penalty P] [--title TITLE]
 
 Draws `--count` test images with a seeded generator (every image as likely as any other,
-so that what works and what does not are both shown), captions them with the run's model,
+so that what works and what does not are both shown), captions them with the run's model
+(beam width and length penalty: the run's defaults for `captioner caption` unless given),
 and writes DIR/README.md with, per image, the caption, two of its references and the
 attention figure (DIR/NN.jpg: the photo, then every word's map; JPEG to keep the page small).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from captioner.config import TrainConfig
 from captioner.data.dataset import select_split
 from captioner.data.formats import load_dataset
 from captioner.data.image_pipeline import resize_images
@@ -37,7 +39,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--beam-size", type=int, help="default: the run's, as `caption`")
+    parser.add_argument("--length-penalty", type=float, help="default: the run's")
     parser.add_argument("--title", default="Test images drawn at random")
     args = parser.parse_args()
     start_tensorflow()
@@ -46,7 +49,14 @@ def main() -> None:
     test = [r for r in select_split(records, "test") if r.captions]
     rng = np.random.default_rng(args.seed)
     chosen = [test[i] for i in sorted(rng.choice(len(test), args.count, replace=False))]
-    captioner = Captioner.from_run_dir(args.run_dir, beam_size=args.beam_size)
+    beam_size, length_penalty = TrainConfig.load(args.run_dir / "config.json").decoding_defaults(
+        "caption"
+    )
+    beam_size = beam_size if args.beam_size is None else args.beam_size
+    length_penalty = length_penalty if args.length_penalty is None else args.length_penalty
+    captioner = Captioner.from_run_dir(
+        args.run_dir, beam_size=beam_size, length_penalty=length_penalty
+    )
     photos = [load_image(r.path) for r in chosen]
     captions = captioner.caption(resize_images(photos, captioner.image_size))
 
@@ -55,10 +65,12 @@ def main() -> None:
         f"# {args.title}",
         "",
         f"{args.count} test images drawn with seed {args.seed}; model `{args.run_dir}`, beam "
-        f"{args.beam_size}. Made by `python tools/caption_examples.py {args.run_dir} --data "
-        f"{args.data} --images {args.images} --out {args.out} --count {args.count} --seed "
-        f"{args.seed} --beam-size {args.beam_size}`. Under each word: its attention map over "
-        "the photo and the gate β.",
+        f"{beam_size}, length penalty {length_penalty:g}. Made by `python "
+        f"tools/caption_examples.py {args.run_dir} --data {args.data} --images {args.images} "
+        f"--out {args.out} --count {args.count} --seed {args.seed} --beam-size {beam_size} "
+        f"--length-penalty {length_penalty:g} --title '{args.title}'`. Under each word: its "
+        "attention map over the "
+        "photo and the gate β.",
         "",
     ]
     with tempfile.TemporaryDirectory() as tmp:
