@@ -54,8 +54,9 @@ def test_teacher_forcing_equals_the_step_function_in_a_loop(annotations, options
 
 
 def test_lstm_step_from_the_inputs_share_of_the_gates_is_the_keras_cell():
-    # The decoders multiply the parts of an LSTM's input known before the time loop once,
-    # then finish the step with `lstm_step`: the same weights must give the cell's results.
+    # The top-down decoder multiplies the parts of its attention LSTM's input known before
+    # the time loop once, then finishes each step with `lstm_step`: the same weights must
+    # give the cell's results.
     rng = np.random.default_rng(1)
     cell = keras.layers.LSTMCell(7)
     x, h, c = (rng.normal(size=(B, n)).astype(np.float32) for n in (5, 7, 7))
