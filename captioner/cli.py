@@ -87,6 +87,8 @@ TRAIN_HELP = {
     "scst_learning_rate": "learning rate of self-critical training",
     "scst_baseline": "what a sample's reward is measured against in self-critical training: "
     "samples, the mean of the image's other samples', or greedy, the greedy caption's",
+    "scst_penalty_weight": "weight of the sampled captions' attention penalty in "
+    "self-critical training (0: none)",
 }
 
 

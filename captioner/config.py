@@ -172,6 +172,9 @@ class TrainConfig:
     # samples' CIDEr-D (measured better on Flickr8k); "greedy", the image's greedy caption's
     # (Rennie et al.).
     scst_baseline: str = "samples"
+    # The weight of the sampled captions' doubly stochastic attention penalty in the
+    # self-critical loss (0: none; the cross-entropy stage has its own, `penalty_weight`).
+    scst_penalty_weight: float = 0.0
 
     def decoding_defaults(self, command: str) -> tuple[int, float]:
         """(beam width, length penalty) that `command` uses for this model unless told.

@@ -45,10 +45,19 @@ def caption_loss_sums(targets, logits, alphas):
     mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
     logits = ops.cast(logits, "float32")
     token_loss = keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    penalty_sum, captions = attention_penalty_sums(targets, alphas)
+    return ops.sum(token_loss * mask), ops.sum(mask), penalty_sum, captions
+
+
+def attention_penalty_sums(targets, alphas):
+    """The doubly stochastic attention penalty of captions (B, T) (0 after the last token)
+    with attention maps alphas (B, T, L): (sum_b sum_i (1 - sum_t alpha_ti)^2 over the
+    captions with real tokens, the number of those captions), float32."""
+    mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
     attention_sum = ops.sum(ops.cast(alphas, "float32") * mask[..., None], axis=1)  # (B, L)
     real = ops.cast(ops.any(ops.not_equal(targets, 0), axis=-1), "float32")  # (B,)
     penalty_sum = ops.sum(real * ops.sum(ops.square(1.0 - attention_sum), axis=-1))
-    return ops.sum(token_loss * mask), ops.sum(mask), penalty_sum, ops.sum(real)
+    return penalty_sum, ops.sum(real)
 
 
 def _serialize_encoder(encoder):

@@ -16,6 +16,8 @@ the samples that beat the baseline and lowers that of the others: the loss is
 - Samples and greedy captions are decoded without dropout, and the log-probabilities of the
   samples are computed the same way, by teacher forcing them through the model, under the
   distribution they were drawn from (the searches' banned words removed).
+- `scst_penalty_weight` adds the samples' doubly stochastic attention penalty to the loss,
+  as cross-entropy training does for the reference captions (0: the stage trains without).
 - The stage starts from the best model so far (`model.keras`), trains the decoder only
   (the encoder stays as it was), with a fresh Adam at `scst_learning_rate`; validation,
   model selection and `history.json` continue those of the earlier stages (rows marked
@@ -38,10 +40,11 @@ from captioner.data.vocabulary import Vocabulary
 from captioner.evaluation.cider import CiderD
 from captioner.inference.captioner import Captioner
 from captioner.inference.search import sample_search, searched_log_probs
+from captioner.models.captioning_model import attention_penalty_sums
 from captioner.training.checkpoint import SCST_CHECKPOINT_FILE
 from captioner.training.later_stage import later_stage_trainer, load_best_model
 
-SCST_LOSS_KEYS = ("loss", "reward", "baseline")
+SCST_LOSS_KEYS = ("loss", "reward", "baseline", "penalty")
 # --scst-baseline values, and how the log names them
 SCST_BASELINES = {"greedy": "the greedy caption", "samples": "the image's other samples"}
 
@@ -50,9 +53,9 @@ def check_scst(config: TrainConfig) -> None:
     """Refuses self-critical settings that cannot work, before anything is trained.
 
     Raises:
-        ValueError: a negative number of epochs, fewer than one sample (two against the
-            samples' baseline), a learning rate that is not positive, an unknown baseline,
-            or fine-tuning in the same run.
+        ValueError: a negative number of epochs or penalty weight, fewer than one sample
+            (two against the samples' baseline), a learning rate that is not positive, an
+            unknown baseline, or fine-tuning in the same run.
     """
     if not config.scst_epochs:  # 0, or None before the settings are resolved
         return
@@ -69,6 +72,10 @@ def check_scst(config: TrainConfig) -> None:
         raise ValueError(
             "--scst-baseline samples measures each sample against the others: "
             f"--scst-samples must be at least 2, got {config.scst_samples}"
+        )
+    if not config.scst_penalty_weight >= 0:
+        raise ValueError(
+            f"--scst-penalty-weight must be 0 (none) or more, got {config.scst_penalty_weight}"
         )
     if not config.scst_learning_rate > 0:
         raise ValueError(f"--scst-learning-rate must be positive, got {config.scst_learning_rate}")
@@ -128,20 +135,34 @@ def sequence_log_probs(model, inputs, tokens, search_options: dict):
     Returns:
         (B·K,) the sum over each caption's real tokens (`<end>` included) of log p.
     """
+    return _scored_samples(model, inputs, tokens, search_options)[0]
+
+
+def _scored_samples(model, inputs, tokens, search_options: dict):
+    """`sequence_log_probs`, and the samples' attention penalty: the mean over captions of
+    sum_i (1 - sum_t alpha_ti)^2, as cross-entropy training measures it."""
     tokens = tf.cast(tokens, tf.int32)
     start = tf.fill(tf.concat([tf.shape(tokens)[:2], [1]], 0), search_options["start_id"])
     caption_in = tf.concat([start, tokens[..., :-1]], axis=-1)  # (B, K, T)
-    logits = model((inputs, caption_in), training=False)["logits"]  # (B·K, T, V)
-    log_probs = searched_log_probs(logits, **search_options)
+    outputs = model((inputs, caption_in), training=False)
+    log_probs = searched_log_probs(outputs["logits"], **search_options)  # (B·K, T, V)
     targets = tf.reshape(tokens, (-1, tokens.shape[-1]))  # (B·K, T)
     token_log_probs = tf.gather(log_probs, targets, axis=-1, batch_dims=2)
-    return tf.reduce_sum(token_log_probs * tf.cast(targets != 0, "float32"), axis=-1)
+    penalty_sum, captions = attention_penalty_sums(targets, outputs["alphas"])
+    real = tf.cast(targets != 0, "float32")
+    return tf.reduce_sum(token_log_probs * real, axis=-1), penalty_sum / captions
 
 
-def scst_loss(model, inputs, tokens, advantages, search_options: dict):
-    """REINFORCE with a baseline: `-mean((r - b) * log p(sample))` over the samples."""
-    log_probs = sequence_log_probs(model, inputs, tokens, search_options)
-    return -tf.reduce_mean(tf.cast(advantages, "float32") * log_probs)
+def scst_loss(model, inputs, tokens, advantages, search_options: dict, penalty_weight=0.0):
+    """REINFORCE with a baseline, `-mean((r - b) * log p(sample))` over the samples, plus
+    `penalty_weight` times the samples' attention penalty (`_scored_samples`).
+
+    Returns:
+        (loss, penalty): the loss to minimise and the penalty before weighting.
+    """
+    log_probs, penalty = _scored_samples(model, inputs, tokens, search_options)
+    loss = -tf.reduce_mean(tf.cast(advantages, "float32") * log_probs)
+    return loss + penalty_weight * penalty, penalty
 
 
 class ScstStep:
@@ -157,6 +178,7 @@ class ScstStep:
         baseline: "samples" or "greedy" (see the module's docstring).
         clip_norm: the global gradient-norm limit (0: none).
         seed: the sampling seed.
+        penalty_weight: the weight of the samples' attention penalty in the loss (0: none).
     """
 
     loss_keys = SCST_LOSS_KEYS
@@ -170,6 +192,7 @@ class ScstStep:
         baseline: str = "samples",
         clip_norm: float = 5.0,
         seed: int = 0,
+        penalty_weight: float = 0.0,
     ):
         self.captioner = captioner
         self.model = captioner.model
@@ -178,6 +201,7 @@ class ScstStep:
         self.samples = samples
         self.baseline = baseline
         self.clip_norm = float(clip_norm)
+        self.penalty_weight = float(penalty_weight)
         self.end_id = captioner.vocab.end_id
         self.seed = keras.random.SeedGenerator(seed)
         self.variables = self.model.decoder.trainable_variables  # the encoder stays as it was
@@ -202,12 +226,19 @@ class ScstStep:
 
     def _update_graph(self, inputs, tokens, advantages):
         with tf.GradientTape() as tape:
-            loss = scst_loss(self.model, inputs, tokens, advantages, self.captioner.search_options)
+            loss, penalty = scst_loss(
+                self.model,
+                inputs,
+                tokens,
+                advantages,
+                self.captioner.search_options,
+                self.penalty_weight,
+            )
         gradients = tape.gradient(loss, self.variables)
         if self.clip_norm > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         self.optimizer.apply(gradients, self.variables)
-        return loss
+        return loss, penalty
 
     def _greedy(self, inputs) -> np.ndarray:
         if len(inputs.shape) == 3:  # cached grid features
@@ -230,11 +261,14 @@ class ScstStep:
             baseline = np.array(greedy_rewards)[:, None]  # (B, 1): one for all K samples
         advantages = (rewards - baseline).reshape(-1)
         tokens = tokens.reshape(len(references), k, -1)
-        loss = self._update(inputs, tf.constant(tokens), tf.constant(advantages, tf.float32))
+        loss, penalty = self._update(
+            inputs, tf.constant(tokens), tf.constant(advantages, tf.float32)
+        )
         return {
             "loss": float(loss),
             "reward": float(rewards.mean()),
             "baseline": float(baseline.mean()),
+            "penalty": float(penalty),
         }
 
 
@@ -292,6 +326,7 @@ def self_critical_training(
         config.scst_baseline,
         config.clip_norm,
         config.seed,
+        config.scst_penalty_weight if config.attention != "mean" else 0.0,
     )
 
     trainer, resumed = later_stage_trainer(

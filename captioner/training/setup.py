@@ -55,7 +55,13 @@ RESUMABLE_CHANGES = {
 # finished cross-entropy run can be given a fine-tuning or self-critical stage afterwards.
 LATER_STAGE_SETTINGS = {
     FINE_TUNE_CHECKPOINT_FILE: {"fine_tune_blocks", "fine_tune_epochs", "fine_tune_learning_rate"},
-    SCST_CHECKPOINT_FILE: {"scst_epochs", "scst_samples", "scst_learning_rate", "scst_baseline"},
+    SCST_CHECKPOINT_FILE: {
+        "scst_epochs",
+        "scst_samples",
+        "scst_learning_rate",
+        "scst_baseline",
+        "scst_penalty_weight",
+    },
 }
 
 

@@ -56,7 +56,7 @@ def test_a_step_measures_samples_against_its_baseline(baseline, monkeypatch):
     images = np.random.default_rng(2).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
     before = [w.numpy().copy() for w in step.variables]
     logs = step(((tf.constant(images), None), tf.constant(targets)))
-    assert set(logs) == {"loss", "reward", "baseline"} and np.isfinite(logs["loss"])
+    assert set(logs) == {"loss", "reward", "baseline", "penalty"} and np.isfinite(logs["loss"])
     assert len(greedy_calls) == (baseline == "greedy")  # the samples' baseline decodes none
     if baseline == "samples":  # each sample against the mean of the others: same mean
         assert logs["baseline"] == pytest.approx(logs["reward"])
@@ -73,15 +73,39 @@ def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
     optimizer = keras.optimizers.SGD(0.05)
     for _ in range(3):
         with tf.GradientTape() as tape:
-            loss = scst_loss(model, images, samples, tf.constant([1.0, -1.0]), OPTIONS)
+            loss, _ = scst_loss(model, images, samples, tf.constant([1.0, -1.0]), OPTIONS)
         optimizer.apply(tape.gradient(loss, variables), variables)
     after = sequence_log_probs(model, images, samples, OPTIONS).numpy()
     assert after[0] > before[0]  # rewarded above the baseline
     assert after[1] < before[1]  # below it
     # No advantage, no change.
     with tf.GradientTape() as tape:
-        loss = scst_loss(model, images, samples, tf.constant([0.0, 0.0]), OPTIONS)
+        loss, _ = scst_loss(model, images, samples, tf.constant([0.0, 0.0]), OPTIONS)
     assert all(float(tf.reduce_max(tf.abs(g))) == 0 for g in tape.gradient(loss, variables))
+
+
+def test_the_penalty_weight_spreads_the_samples_attention():
+    model = tiny_model()
+    images = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
+    samples = tf.constant([[[5, 6, 7, END], [8, 9, END, 0]]], tf.int32)
+    no_advantage = tf.constant([0.0, 0.0])
+    loss, penalty = scst_loss(model, images, samples, no_advantage, OPTIONS, penalty_weight=0.5)
+    assert float(loss) == pytest.approx(0.5 * float(penalty)) and float(penalty) > 0
+    # By hand: the mean over the two captions of sum_i (1 - sum_t alpha_ti)^2, real tokens only.
+    start = np.full((1, 2, 1), OPTIONS["start_id"])
+    caption_in = np.concatenate([start, samples.numpy()[..., :-1]], axis=-1)
+    alphas = model((images, caption_in), training=False)["alphas"].numpy()  # (2, T, L)
+    real = (samples.numpy().reshape(2, -1) != 0)[..., None]
+    expected = np.mean(np.sum((1 - (alphas * real).sum(axis=1)) ** 2, axis=-1))
+    assert float(penalty) == pytest.approx(expected, rel=1e-5)
+    variables = model.decoder.trainable_variables
+    optimizer = keras.optimizers.SGD(0.5)
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            loss, _ = scst_loss(model, images, samples, no_advantage, OPTIONS, penalty_weight=1.0)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+    _, after = scst_loss(model, images, samples, no_advantage, OPTIONS)
+    assert float(after) < float(penalty)  # no reward, only the penalty: it falls
 
 
 def test_bad_settings_are_refused():
@@ -93,6 +117,8 @@ def test_bad_settings_are_refused():
         check_scst(TrainConfig(scst_epochs=1, scst_baseline="mean"))
     with pytest.raises(ValueError, match="--scst-samples must be at least 2, got 1"):
         check_scst(TrainConfig(scst_epochs=1, scst_baseline="samples", scst_samples=1))
+    with pytest.raises(ValueError, match="--scst-penalty-weight must be 0"):
+        check_scst(TrainConfig(scst_epochs=1, scst_penalty_weight=-0.1))
     check_scst(TrainConfig())
 
 
@@ -110,7 +136,7 @@ def test_samples_are_scored_under_the_distribution_they_are_drawn_from():
     samples = tf.constant([[[5, 6, 7, END], [8, 9, END, 0]]], tf.int32)
     bias = model.decoder.out.bias
     with tf.GradientTape() as tape:
-        loss = scst_loss(model, images, samples, tf.constant([-1.0, -1.0]), OPTIONS)
+        loss, _ = scst_loss(model, images, samples, tf.constant([-1.0, -1.0]), OPTIONS)
     gradient = tape.gradient(loss, bias).numpy()
     assert (gradient[[0, 1, 3]] == 0).all() and (gradient[[5, 8]] != 0).all()
 
