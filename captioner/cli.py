@@ -173,24 +173,17 @@ def _add_ensemble_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_captioner(args, command: str):
-    """The captioner of run directory `args.model`, decoding as `command`'s options say.
-
-    Beam width and length penalty left out take the run's defaults for `command`
-    (`TrainConfig.decoding_defaults`: they follow the kind of data it was trained on).
-    """
-    from captioner.config import TrainConfig
+    """The captioner of run directory `args.model`, decoding as `command`'s options say;
+    beam width and length penalty left out take the run's defaults for `command`."""
     from captioner.inference.captioner import Captioner
 
-    config_path = Path(args.model) / "config.json"
-    beam_size, length_penalty = (1, 0.0)
-    if config_path.is_file():  # else from_run_dir names what is missing
-        beam_size, length_penalty = TrainConfig.load(config_path).decoding_defaults(command)
     # RunDirectoryError: reported by main().
     return Captioner.from_run_dir(
         args.model,
         ensemble=getattr(args, "ensemble", ()),
-        beam_size=beam_size if args.beam_size is None else args.beam_size,
-        length_penalty=length_penalty if args.length_penalty is None else args.length_penalty,
+        decoding_for=command,
+        beam_size=args.beam_size,
+        length_penalty=args.length_penalty,
         suppress_unk=args.suppress_unk,
     )
 

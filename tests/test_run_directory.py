@@ -24,6 +24,22 @@ def test_a_untrained_run_directory_loads_and_captions(untrained_run):
     assert len(captions) == 2 and all(isinstance(c.text, str) for c in captions)
 
 
+def test_the_run_s_decoding_defaults_fill_what_is_not_given(untrained_run, tmp_path):
+    run_dir = _copy(untrained_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "data_kind": "photos"}))
+    captioner = Captioner.from_run_dir(run_dir, decoding_for="evaluate")
+    assert (captioner.beam_size, captioner.length_penalty) == (3, 1.0)  # the photos' defaults
+    given = Captioner.from_run_dir(
+        run_dir, decoding_for="caption", beam_size=2, length_penalty=None
+    )
+    assert (given.beam_size, given.length_penalty) == (2, 1.0)
+    plain = Captioner.from_run_dir(untrained_run, decoding_for="evaluate")  # synthetic: greedy
+    assert (plain.beam_size, plain.length_penalty) == (1, 0.0)
+    unset = Captioner.from_run_dir(run_dir)  # no command: the constructor's defaults
+    assert (unset.beam_size, unset.length_penalty) == (1, 0.0)
+
+
 def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from captioner.config import TrainConfig
 from captioner.data.dataset import select_split
 from captioner.data.formats import load_dataset
 from captioner.data.image_pipeline import resize_images
@@ -49,14 +48,13 @@ def main() -> None:
     test = [r for r in select_split(records, "test") if r.captions]
     rng = np.random.default_rng(args.seed)
     chosen = [test[i] for i in sorted(rng.choice(len(test), args.count, replace=False))]
-    beam_size, length_penalty = TrainConfig.load(args.run_dir / "config.json").decoding_defaults(
-        "caption"
-    )
-    beam_size = beam_size if args.beam_size is None else args.beam_size
-    length_penalty = length_penalty if args.length_penalty is None else args.length_penalty
     captioner = Captioner.from_run_dir(
-        args.run_dir, beam_size=beam_size, length_penalty=length_penalty
+        args.run_dir,
+        decoding_for="caption",
+        beam_size=args.beam_size,
+        length_penalty=args.length_penalty,
     )
+    beam_size, length_penalty = captioner.beam_size, captioner.length_penalty
     photos = [load_image(r.path) for r in chosen]
     captions = captioner.caption(resize_images(photos, captioner.image_size))
 

@@ -51,8 +51,8 @@ def same_encoder(model: keras.Model, other: keras.Model) -> bool:
     )
 
 
-def _load_run(run_dir: str | Path) -> tuple[keras.Model, Vocabulary]:
-    """The model and vocabulary of a run directory (see `Captioner.from_run_dir`)."""
+def _load_run(run_dir: str | Path) -> tuple[keras.Model, Vocabulary, TrainConfig]:
+    """The model, vocabulary and settings of a run directory (see `Captioner.from_run_dir`)."""
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise RunDirectoryError(f"{run_dir}: no such run directory")
@@ -61,7 +61,7 @@ def _load_run(run_dir: str | Path) -> tuple[keras.Model, Vocabulary]:
     for name in (MODEL_FILE, VOCAB_FILE, CONFIG_FILE):
         if not (run_dir / name).is_file():
             raise RunDirectoryError(f"{run_dir}: not a run directory (no {name})")
-    TrainConfig.load(run_dir / CONFIG_FILE)  # refuses runs of an incompatible version
+    config = TrainConfig.load(run_dir / CONFIG_FILE)  # refuses an incompatible version
     vocab = Vocabulary.load(run_dir / VOCAB_FILE)
     model = load_model_file(run_dir / MODEL_FILE)
     if len(vocab) != model.vocab_size:
@@ -69,7 +69,7 @@ def _load_run(run_dir: str | Path) -> tuple[keras.Model, Vocabulary]:
             f"{run_dir / VOCAB_FILE}: {len(vocab)} words, but {MODEL_FILE} was built for "
             f"{model.vocab_size}; the two files come from different runs"
         )
-    return model, vocab
+    return model, vocab, config
 
 
 def load_model_file(path: str | Path) -> keras.Model:
@@ -195,22 +195,34 @@ class Captioner:
 
     @classmethod
     def from_run_dir(
-        cls, run_dir: str | Path, ensemble: Sequence[str | Path] = (), **options
+        cls,
+        run_dir: str | Path,
+        ensemble: Sequence[str | Path] = (),
+        decoding_for: str | None = None,
+        **options,
     ) -> Captioner:
         """Loads the model and vocabulary that `captioner train` wrote to `run_dir`.
 
         `ensemble`: more run directories whose models decode together with it (`members`).
         `options` are the decoding settings of the constructor (beam_size, ...).
+        `decoding_for`: a command ("evaluate", "caption" or "export") whose decoding defaults
+        for this run (`TrainConfig.decoding_defaults`, by the kind of data it was trained
+        on) give the beam width and length penalty that `options` leave out or set to None.
 
         Raises:
             RunDirectoryError: a missing, truncated, incompatible or unsafe file; the message
                 names it. The model loads in Keras safe mode, so no file can run code. An
                 ensemble's run with another vocabulary or encoder than `run_dir`'s.
         """
-        model, vocab = _load_run(run_dir)
+        model, vocab, config = _load_run(run_dir)
+        if decoding_for is not None:
+            defaults = config.decoding_defaults(decoding_for)
+            for name, default in zip(("beam_size", "length_penalty"), defaults, strict=True):
+                if options.get(name) is None:
+                    options[name] = default
         members = []
         for other in ensemble:
-            member, member_vocab = _load_run(other)
+            member, member_vocab, _ = _load_run(other)
             if member_vocab.itos != vocab.itos:
                 raise RunDirectoryError(
                     f"{Path(other) / VOCAB_FILE}: another vocabulary than {run_dir}'s; an "
