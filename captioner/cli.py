@@ -133,12 +133,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None:
     from captioner.config import DECODING_DEFAULTS
 
-    (synthetic_beam, synthetic_penalty), (photo_beam, photo_penalty) = (
-        DECODING_DEFAULTS[kind][command] for kind in ("synthetic", "photos")
-    )
+    (
+        (synthetic_beam, synthetic_penalty, synthetic_ngram),
+        (photo_beam, photo_penalty, photo_ngram),
+    ) = (DECODING_DEFAULTS[kind][command] for kind in ("synthetic", "photos"))
     parser.add_argument(
         "--beam-size",
         type=_positive_int,
@@ -151,6 +159,14 @@ def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None
         help="rank beams by log-probability / length ** this; 0: the plain sum (default: by "
         f"the model's data: {synthetic_penalty:g} for the synthetic shapes, {photo_penalty:g} "
         "for photos)",
+    )
+    parser.add_argument(
+        "--no-repeat-ngram",
+        type=_non_negative_int,
+        metavar="N",
+        help="never repeat a sequence of N words within a caption; 0: allow repeats (default: "
+        f"by the model's data: {synthetic_ngram} for the synthetic shapes, {photo_ngram} for "
+        "photos)",
     )
     parser.add_argument(
         "--suppress-unk",
@@ -184,6 +200,7 @@ def _load_captioner(args, command: str):
         decoding_for=command,
         beam_size=args.beam_size,
         length_penalty=args.length_penalty,
+        no_repeat_ngram=args.no_repeat_ngram,
         suppress_unk=args.suppress_unk,
     )
 

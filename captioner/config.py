@@ -50,13 +50,15 @@ DATA_DEFAULTS = {
     },
 }
 
-# Decoding when `evaluate`, `caption` and `export` are not given --beam-size/--length-penalty,
-# by the kind of data the model was trained on: (beam width, length penalty). The synthetic
-# data are scored greedily (the figures the README reports); on photos beam 3 with length
-# penalty 1 was chosen on Flickr8k's validation split (docs/results.md).
+# Decoding when `evaluate`, `caption` and `export` are not given --beam-size,
+# --length-penalty or --no-repeat-ngram, by the kind of data the model was trained on:
+# (beam width, length penalty, no-repeat n-gram size). The synthetic data are scored
+# greedily (the figures the README reports); on photos beam 3 with length penalty 1 was
+# chosen on Flickr8k's validation split (docs/results.md).
+DECODING_OPTIONS = ("beam_size", "length_penalty", "no_repeat_ngram")
 DECODING_DEFAULTS = {
-    "synthetic": {"evaluate": (1, 0.0), "caption": (3, 0.0), "export": (3, 0.0)},
-    "photos": {"evaluate": (3, 1.0), "caption": (3, 1.0), "export": (3, 1.0)},
+    "synthetic": {"evaluate": (1, 0.0, 0), "caption": (3, 0.0, 0), "export": (3, 0.0, 0)},
+    "photos": {"evaluate": (3, 1.0, 0), "caption": (3, 1.0, 0), "export": (3, 1.0, 0)},
 }
 
 
@@ -176,8 +178,9 @@ class TrainConfig:
     # self-critical loss (0: none; the cross-entropy stage has its own, `penalty_weight`).
     scst_penalty_weight: float = 0.0
 
-    def decoding_defaults(self, command: str) -> tuple[int, float]:
-        """(beam width, length penalty) that `command` uses for this model unless told.
+    def decoding_defaults(self, command: str) -> tuple[int, float, int]:
+        """(beam width, length penalty, no-repeat n-gram size) that `command` uses for this
+        model unless told.
 
         Runs saved before `data_kind` existed keep the decoding they had then, whatever
         their data: the synthetic data's (greedy evaluation, beam 3 captions).

@@ -260,6 +260,14 @@ def test_evaluate_writes_metrics_predictions_and_per_image(run, tmp_path, capsys
     )
     assert (tmp_path / "e2" / "metrics.json").is_file()
     assert not (tmp_path / "e2" / "report.html").exists()
+    no_repeats = tmp_path / "e3"
+    args = ["--out", str(no_repeats), "--no-report", "--coco-metrics", "none"]
+    assert main(["evaluate", "--model", str(run_dir), "--no-repeat-ngram", "2", *args]) == 0
+    assert json.loads((no_repeats / "metrics.json").read_text())["no_repeat_ngram"] == 2
+    for prediction in json.loads((no_repeats / "predictions.json").read_text()):
+        words = prediction["caption"].split()
+        bigrams = list(zip(words, words[1:]))
+        assert len(set(bigrams)) == len(bigrams), prediction
 
 
 def test_evaluate_from_the_feature_cache_gives_the_same_captions(run, tmp_path, capsys):
@@ -293,6 +301,9 @@ def test_usage_errors_exit_2_without_traceback(run, tmp_path, capsys):
         main(["caption", "--model", str(tmp_path), "--beam-size", "0", "x.png"])
     assert exit_info.value.code == 2
     assert "--beam-size: must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["caption", "--model", str(tmp_path), "--no-repeat-ngram", "-1", "x.png"])
+    assert "--no-repeat-ngram: must be 0 or more" in capsys.readouterr().err
 
 
 def test_script_wrappers_call_their_subcommand(monkeypatch, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.cli import main
-from captioner.config import DECODING_DEFAULTS
+from captioner.config import DECODING_DEFAULTS, DECODING_OPTIONS
 from tests.test_cli import TINY_MODEL
 
 CAPTIONS = ["a dog runs on the grass .", "a brown dog is running", "the dog plays outside"]
@@ -55,9 +55,8 @@ def test_flickr8k_files_train_and_evaluate_into_runs_flickr8k(tmp_path, monkeypa
     assert main(["evaluate", "--model", str(run_dir), "--coco-metrics", "none"]) == 0
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
     assert metrics["num_images"] == 2 and metrics["split"] == "test"
-    assert (metrics["beam_size"], metrics["length_penalty"]) == DECODING_DEFAULTS["photos"][
-        "evaluate"
-    ]
+    decoding = tuple(metrics[name] for name in DECODING_OPTIONS)
+    assert decoding == DECODING_DEFAULTS["photos"]["evaluate"]
     predictions = json.loads((run_dir / "test" / "predictions.json").read_text())
     assert all(p["caption"] and "<unk>" not in p["caption"] for p in predictions)
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from captioner.config import DECODING_DEFAULTS
 from captioner.errors import RunDirectoryError
 from captioner.inference.captioner import Captioner
 
@@ -29,11 +30,12 @@ def test_the_run_s_decoding_defaults_fill_what_is_not_given(untrained_run, tmp_p
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "data_kind": "photos"}))
     captioner = Captioner.from_run_dir(run_dir, decoding_for="evaluate")
-    assert (captioner.beam_size, captioner.length_penalty) == (3, 1.0)  # the photos' defaults
+    decoding = (captioner.beam_size, captioner.length_penalty, captioner.no_repeat_ngram)
+    assert decoding == DECODING_DEFAULTS["photos"]["evaluate"]
     given = Captioner.from_run_dir(
-        run_dir, decoding_for="caption", beam_size=2, length_penalty=None
+        run_dir, decoding_for="caption", beam_size=2, length_penalty=None, no_repeat_ngram=4
     )
-    assert (given.beam_size, given.length_penalty) == (2, 1.0)
+    assert (given.beam_size, given.length_penalty, given.no_repeat_ngram) == (2, 1.0, 4)
     plain = Captioner.from_run_dir(untrained_run, decoding_for="evaluate")  # synthetic: greedy
     assert (plain.beam_size, plain.length_penalty) == (1, 0.0)
     unset = Captioner.from_run_dir(run_dir)  # no command: the constructor's defaults

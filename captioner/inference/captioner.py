@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from captioner.config import TrainConfig
+from captioner.config import DECODING_OPTIONS, TrainConfig
 from captioner.data.vocabulary import Vocabulary
 from captioner.errors import RunDirectoryError
 from captioner.inference.ensemble import DecoderEnsemble
@@ -124,6 +124,8 @@ class Captioner:
         max_length: the most words to generate (defaults to the model's).
         beam_size: 1 for greedy decoding, more for beam search.
         length_penalty: beam search ranks captions by log-probability / length ** this.
+        no_repeat_ngram: n > 0: no caption repeats a sequence of n words ("on a bike on a
+            bike" with 3); 0: no such rule.
         suppress_unk: never generate `<unk>` (on by default: a caption shown to a person
             should not say it; the next likeliest word is taken instead).
         jit_compile: compile the search with XLA.
@@ -140,6 +142,7 @@ class Captioner:
         *,
         beam_size: int = 1,
         length_penalty: float = 0.0,
+        no_repeat_ngram: int = 0,
         suppress_unk: bool = True,
         jit_compile: bool = False,
         members: Sequence[keras.Model] = (),
@@ -154,6 +157,8 @@ class Captioner:
             raise ValueError("an ensemble's models must share the encoder and image size")
         if beam_size < 1:
             raise ValueError(f"beam size must be at least 1, got {beam_size}")
+        if no_repeat_ngram < 0:
+            raise ValueError(f"no_repeat_ngram must be 0 or more, got {no_repeat_ngram}")
         self.model = model
         self.members = tuple(members)
         self.decoder = (
@@ -163,6 +168,7 @@ class Captioner:
         self.max_length = max_length or model.max_length
         self.beam_size = beam_size
         self.length_penalty = length_penalty
+        self.no_repeat_ngram = no_repeat_ngram
         self.suppress_unk = suppress_unk
         self.image_size = model.image_size
         self.grid_size = model.grid_size
@@ -189,6 +195,7 @@ class Captioner:
             "decoding": "greedy" if greedy else "beam",
             "beam_size": self.beam_size,
             "length_penalty": self.length_penalty,
+            "no_repeat_ngram": self.no_repeat_ngram,
             "suppress_unk": self.suppress_unk,
             "max_length": self.max_length,
         }
@@ -207,7 +214,8 @@ class Captioner:
         `options` are the decoding settings of the constructor (beam_size, ...).
         `decoding_for`: a command ("evaluate", "caption" or "export") whose decoding defaults
         for this run (`TrainConfig.decoding_defaults`, by the kind of data it was trained
-        on) give the beam width and length penalty that `options` leave out or set to None.
+        on) give the beam width, length penalty and no-repeat n-gram size that `options`
+        leave out or set to None.
 
         Raises:
             RunDirectoryError: a missing, truncated, incompatible or unsafe file; the message
@@ -217,7 +225,7 @@ class Captioner:
         model, vocab, config = _load_run(run_dir)
         if decoding_for is not None:
             defaults = config.decoding_defaults(decoding_for)
-            for name, default in zip(("beam_size", "length_penalty"), defaults, strict=True):
+            for name, default in zip(DECODING_OPTIONS, defaults, strict=True):
                 if options.get(name) is None:
                     options[name] = default
         members = []
@@ -263,13 +271,16 @@ class Captioner:
         options = self.search_options
         state = decoder.initial_state(annotations if self.members else annotations[0])
         if self.settings["decoding"] == "greedy":
-            return greedy_search(decoder.step, state, **options)
+            return greedy_search(
+                decoder.step, state, no_repeat_ngram=self.no_repeat_ngram, **options
+            )
         return beam_search(
             decoder.step,
             state,
             beam_size=self.beam_size,
             length_penalty=self.length_penalty,
             static_entries=decoder.static_state_entries,
+            no_repeat_ngram=self.no_repeat_ngram,
             **options,
         )
 

@@ -62,6 +62,7 @@ RUN_KEYS = (
     "decoding",
     "beam_size",
     "length_penalty",
+    "no_repeat_ngram",
     "suppress_unk",
     "max_length",
     "num_images",

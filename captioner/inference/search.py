@@ -50,6 +50,29 @@ def searched_log_probs(logits, *, end_id: int, banned_ids: Sequence[int] = (0,),
     return ops.log_softmax(ops.where(masked[None], NEG_INF, ops.cast(logits, "float32")), axis=-1)
 
 
+def _repeated_ngram_words(tokens, t, n: int, vocab_size):
+    """(N, V) bool: the words that, written at position t after `tokens` (N, T) (positions
+    0..t-1 filled), would repeat an n-gram the caption already has: the words that followed
+    earlier occurrences of its last n - 1 words. All False while t < n."""
+    length = tokens.shape[1]
+    starts = ops.arange(length - n + 1)  # where an earlier n-gram may start
+    matches = (starts <= t - n)[None, :]  # (1, T - n + 1): its last word is already written
+    for m in range(n - 1):
+        current = ops.take(tokens, ops.maximum(t - n + 1 + m, 0), axis=1)  # (N,)
+        matches = ops.logical_and(matches, tokens[:, m : length - n + 1 + m] == current[:, None])
+    followers = ops.one_hot(tokens[:, n - 1 :], vocab_size, dtype="bool")  # (N, T - n + 1, V)
+    return ops.any(ops.logical_and(followers, matches[:, :, None]), axis=1)
+
+
+def _block_repeats(log_probs, tokens, t, n: int, blocked_value: float):
+    """log_probs (N, V) with the words that would repeat an n-gram of `tokens` (N, T) at
+    position t set to `blocked_value`; unchanged when n is 0."""
+    if not n:
+        return log_probs
+    repeats = _repeated_ngram_words(tokens, t, n, ops.shape(log_probs)[-1])
+    return ops.where(repeats, blocked_value, log_probs)
+
+
 def _write_at(buffer, t, value):
     """buffer (B, K, T, ...) with position t along axis 2 replaced by value (B, K, ...)."""
     length = buffer.shape[2]
@@ -67,6 +90,7 @@ def greedy_search(
     banned_ids: Sequence[int] = (0,),
     pad_id: int = 0,
     seed=None,
+    no_repeat_ngram: int = 0,
 ) -> dict:
     """Picks the most likely word at every step, for the whole batch at once.
 
@@ -74,7 +98,8 @@ def greedy_search(
     model's distribution (`sample_search`).
 
     `banned_ids` (by default `<pad>`) are never generated; `<start>` should be in it too.
-    `<end>` cannot be the first word: a caption has at least one word. After a caption's
+    `<end>` cannot be the first word: a caption has at least one word. With
+    `no_repeat_ngram` n > 0, no caption repeats a sequence of n words. After a caption's
     `<end>`, its remaining positions are `pad_id` and add nothing to its
     score. The steps run in a `while_loop` that stops when every caption has ended.
 
@@ -89,6 +114,7 @@ def greedy_search(
         logits, state, alpha, beta = outputs
         finished = carry["finished"]
         log_probs = _log_probs(logits, banned)
+        log_probs = _block_repeats(log_probs, carry["outputs"][:, 0], t, no_repeat_ngram, NEG_INF)
         if seed is None:
             # top_k, not argmax: ties go to the lower id, as in beam search, and it converts
             # to TFLite (Keras' argmax does not).
@@ -174,6 +200,7 @@ def beam_search(
     pad_id: int = 0,
     length_penalty: float = 0.0,
     static_entries: Sequence[int] = (),
+    no_repeat_ngram: int = 0,
 ) -> dict:
     """Beam search over the whole batch at once, with finished hypotheses kept aside.
 
@@ -205,6 +232,8 @@ def beam_search(
         static_entries: indices of state entries that the step function never changes (such
             as the image's annotations): they are tiled over the beams once and never
             reordered, which saves copying them at every step.
+        no_repeat_ngram: n > 0: no hypothesis repeats a sequence of n words (the words that
+            would are ruled out like banned ones); 0: no such rule.
 
     Returns:
         tokens (B, max_length) int32 with `<end>` where reached, then `pad_id`; scores (B,)
@@ -216,6 +245,8 @@ def beam_search(
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     if end_id in banned_ids:
         raise ValueError("the end token cannot be banned")
+    if no_repeat_ngram < 0:
+        raise ValueError(f"no_repeat_ngram must be 0 or more, got {no_repeat_ngram}")
     k = beam_size
     static = set(static_entries)
     batch = ops.shape(state[0])[0]
@@ -226,6 +257,8 @@ def beam_search(
         logits, state, alpha, beta = outputs
         log_probs = _log_probs(logits, banned, IMPOSSIBLE)  # (B * K, V)
         vocab_size = ops.shape(log_probs)[-1]
+        alive_tokens = ops.reshape(carry["alive_tokens"], (batch * k, max_length))
+        log_probs = _block_repeats(log_probs, alive_tokens, t, no_repeat_ngram, IMPOSSIBLE)
         log_probs = ops.reshape(log_probs, (batch, k, vocab_size))
         alive_alphas = _write_at(carry["alive_alphas"], t, ops.reshape(alpha, (batch, k, -1)))
         alive_betas = _write_at(carry["alive_betas"], t, ops.reshape(beta, (batch, k)))

@@ -102,8 +102,18 @@ def markov_log_probs(tables, banned=BANNED):
     return log_probs
 
 
-def exhaustive_best(log_probs, max_length, length_penalty=0.0, words=(UNK, W1, W2)):
-    """The best caption of one table by enumeration: (tokens, score), <end> included."""
+def repeats_an_ngram(sequence, n):
+    """Whether the words of `sequence` before its <end> hold some sequence of n words twice."""
+    words = list(sequence)[: list(sequence).index(END)] if END in sequence else list(sequence)
+    ngrams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(ngrams)) < len(ngrams)
+
+
+def exhaustive_best(
+    log_probs, max_length, length_penalty=0.0, words=(UNK, W1, W2), no_repeat_ngram=0
+):
+    """The best caption of one table by enumeration: (tokens, score), <end> included; with
+    `no_repeat_ngram` n, among the captions that repeat no sequence of n words."""
     import itertools
 
     best, best_rank = None, -np.inf
@@ -115,6 +125,8 @@ def exhaustive_best(log_probs, max_length, length_penalty=0.0, words=(UNK, W1, W
     if all(np.isneginf(log_probs[..., END]).ravel()):  # nothing can finish
         candidates = list(itertools.product(words, repeat=max_length))
     for sequence in candidates:
+        if no_repeat_ngram and repeats_an_ngram(sequence, no_repeat_ngram):
+            continue
         score, previous, token = 0.0, START, START
         for word in sequence:
             score += log_probs[previous, token, word]
@@ -174,6 +186,39 @@ def test_a_wide_enough_beam_finds_the_exhaustive_best(seed, length_penalty):
         assert out["lengths"][b] == len(tokens)
         np.testing.assert_allclose(out["scores"][b], score, rtol=1e-5)
     check_attention_follows_words(out)
+
+
+@pytest.mark.parametrize("no_repeat_ngram", [1, 2])
+@pytest.mark.parametrize("seed", range(3))
+def test_no_repeated_ngram_the_wide_beam_finds_the_exhaustive_best(seed, no_repeat_ngram):
+    # Tables that favour repeating W1: without the rule most best captions repeat a bigram.
+    tables = random_tables(seed, scale=1.0)
+    tables[..., W1] += 2.0
+    plain = run_beam(tables, 5, beam_size=400, length_penalty=1.0)
+    assert any(repeats_an_ngram(tokens.tolist(), 2) for tokens in plain["tokens"])
+    out = run_beam(tables, 5, beam_size=400, length_penalty=1.0, no_repeat_ngram=no_repeat_ngram)
+    for b in range(len(tables)):
+        log_probs = markov_log_probs(tables[b])
+        tokens, score = exhaustive_best(log_probs, 5, 1.0, no_repeat_ngram=no_repeat_ngram)
+        assert out["tokens"][b, : len(tokens)].tolist() == tokens
+        np.testing.assert_allclose(out["scores"][b], score, rtol=1e-5)
+    check_attention_follows_words(out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_no_repeated_ngram_greedy_is_beam_one(seed):
+    tables = random_tables(seed, batch=5, scale=1.0)
+    tables[..., W1] += 2.0
+    step, initial = markov_step(tables)
+    options = dict(start_id=START, end_id=END, max_length=8, banned_ids=BANNED)
+    greedy = greedy_search(step, initial, no_repeat_ngram=2, **options)
+    tokens = ops.convert_to_numpy(greedy["tokens"])
+    assert not any(repeats_an_ngram(row.tolist(), 2) for row in tokens)
+    plain = ops.convert_to_numpy(greedy_search(step, initial, **options)["tokens"])
+    assert any(repeats_an_ngram(row.tolist(), 2) for row in plain)
+    beam = run_beam(tables, 8, beam_size=1, no_repeat_ngram=2)
+    np.testing.assert_array_equal(beam["tokens"], tokens)
+    np.testing.assert_allclose(beam["scores"], ops.convert_to_numpy(greedy["scores"]), atol=1e-5)
 
 
 def first_order_tables(rows):
@@ -269,6 +314,8 @@ def test_beam_search_rejects_bad_settings():
         beam_search(step, initial, start_id=START, end_id=END, max_length=3, beam_size=0)
     with pytest.raises(ValueError, match="end token"):
         beam_search(step, initial, start_id=START, end_id=END, max_length=3, banned_ids=(END,))
+    with pytest.raises(ValueError, match="no_repeat_ngram"):
+        beam_search(step, initial, start_id=START, end_id=END, max_length=3, no_repeat_ngram=-1)
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
