@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 from PIL import Image
 
@@ -59,6 +60,23 @@ def test_flickr8k_files_train_and_evaluate_into_runs_flickr8k(tmp_path, monkeypa
     assert decoding == DECODING_DEFAULTS["photos"]["evaluate"]
     predictions = json.loads((run_dir / "test" / "predictions.json").read_text())
     assert all(p["caption"] and "<unk>" not in p["caption"] for p in predictions)
+
+    # the run is seeded: the same command again gives the same curves and the same model
+    again = ["--out", "again", "--feature-cache", "", "--no-tensorboard", "--quiet"]
+    assert main([*args, *again]) == 0
+    assert _scores(tmp_path / "again") == _scores(run_dir)
+    first, second = (
+        keras.saving.load_model(d / "model.keras") for d in (run_dir, tmp_path / "again")
+    )
+    for a, b in zip(first.weights, second.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _scores(run_dir):
+    """A run's per-epoch losses and validation scores (not its timings)."""
+    history = json.loads((run_dir / "history.json").read_text())
+    timings = ("train_seconds", "captions_per_second")
+    return [{k: v for k, v in row.items() if k not in timings} for row in history]
 
 
 def test_captions_csv_gets_a_seeded_split_and_says_so(tmp_path, monkeypatch, capsys):
