@@ -55,7 +55,7 @@ def attention_penalty_sums(targets, alphas):
     captions with real tokens, the number of those captions), float32."""
     mask = ops.cast(ops.not_equal(targets, 0), "float32")  # (B, T)
     attention_sum = ops.sum(ops.cast(alphas, "float32") * mask[..., None], axis=1)  # (B, L)
-    real = ops.cast(ops.any(ops.not_equal(targets, 0), axis=-1), "float32")  # (B,)
+    real = ops.max(mask, axis=-1)  # (B,) 1 for the captions with real tokens
     penalty_sum = ops.sum(real * ops.sum(ops.square(1.0 - attention_sum), axis=-1))
     return penalty_sum, ops.sum(real)
 

@@ -85,6 +85,7 @@ def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
 
 
 def test_the_penalty_weight_spreads_the_samples_attention():
+    keras.utils.set_random_seed(0)  # the descent below is checked from a known start
     model = tiny_model()
     images = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
     samples = tf.constant([[[5, 6, 7, END], [8, 9, END, 0]]], tf.int32)
@@ -99,7 +100,7 @@ def test_the_penalty_weight_spreads_the_samples_attention():
     expected = np.mean(np.sum((1 - (alphas * real).sum(axis=1)) ** 2, axis=-1))
     assert float(penalty) == pytest.approx(expected, rel=1e-5)
     variables = model.decoder.trainable_variables
-    optimizer = keras.optimizers.SGD(0.5)
+    optimizer = keras.optimizers.SGD(0.05)
     for _ in range(5):
         with tf.GradientTape() as tape:
             loss, _ = scst_loss(model, images, samples, no_advantage, OPTIONS, penalty_weight=1.0)
