@@ -73,7 +73,7 @@ def check_scst(config: TrainConfig) -> None:
             "--scst-baseline samples measures each sample against the others: "
             f"--scst-samples must be at least 2, got {config.scst_samples}"
         )
-    if not config.scst_penalty_weight >= 0:
+    if config.scst_penalty_weight is not None and not config.scst_penalty_weight >= 0:
         raise ValueError(
             f"--scst-penalty-weight must be 0 (none) or more, got {config.scst_penalty_weight}"
         )

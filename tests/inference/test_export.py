@@ -17,9 +17,12 @@ from tests.helpers import TINY_WORDS, tiny_model
 WORDS = TINY_WORDS
 
 
-@pytest.fixture(scope="module")
-def captioner():
-    return Captioner(tiny_model(WORDS), Vocabulary(WORDS), beam_size=3)
+@pytest.fixture(scope="module", params=[0, 2], ids=["repeats", "no_repeat_bigram"])
+def captioner(request):
+    """Beam 3, with and without the no-repeat rule that photo models decode with."""
+    return Captioner(
+        tiny_model(WORDS), Vocabulary(WORDS), beam_size=3, no_repeat_ngram=request.param
+    )
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,15 @@ def test_a_run_saved_before_scst_baseline_loads_with_the_greedy_baseline_it_used
     assert TrainConfig.load(path).scst_baseline == "greedy"
 
 
+def test_a_run_saved_before_scst_penalty_weight_loads_without_the_penalty(tmp_path):
+    path = tmp_path / CONFIG_FILE
+    TrainConfig(data="d.json", scst_penalty_weight=0.01).save(path)
+    saved = json.loads(path.read_text())
+    del saved["scst_penalty_weight"]
+    path.write_text(json.dumps(saved))
+    assert TrainConfig.load(path).scst_penalty_weight == 0.0
+
+
 @pytest.mark.parametrize("decoder", ["paper", "topdown"])
 def test_mixed_bfloat16_step_keeps_float32_weights_and_losses(decoder):
     rng = np.random.default_rng(0)
@@ -198,6 +207,7 @@ def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
     )
     # the attention penalty: on photos only, unless asked for
     assert (photos.penalty_weight, synthetic.penalty_weight) == (0.01, 0.0)
+    assert (photos.scst_penalty_weight, synthetic.scst_penalty_weight) == (0.01, 0.0)
     assert resolve_settings(TrainConfig(data="d.json", penalty_weight=0.0)).penalty_weight == 0.0
     # an explicit kind wins over the data, and a wrong one is named
     forced = resolve_settings(TrainConfig(data="d.json", data_kind="synthetic"), synthetic=False)
@@ -205,7 +215,7 @@ def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
     with pytest.raises(ValueError, match="--data-kind must be one of"):
         resolve_settings(TrainConfig(data_kind="photo"))
     # decoding defaults follow the kind; runs saved before data_kind decode as they did
-    assert photos.decoding_defaults("evaluate") == (3, 1.0, 0)
+    assert photos.decoding_defaults("evaluate") == (3, 1.0, 2)
     assert synthetic.decoding_defaults("evaluate") == (1, 0.0, 0)
     assert synthetic.decoding_defaults("caption") == (3, 0.0, 0)
     assert TrainConfig(data="d.json").decoding_defaults("evaluate") == (1, 0.0, 0)
