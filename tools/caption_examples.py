@@ -1,13 +1,15 @@
 """A page of randomly drawn test images with their captions, references and attention maps.
 
     python tools/caption_examples.py RUN_DIR --data CAPTIONS --images ROOT --out DIR
-        [--count 12] [--seed 0] [--beam-size K] [--length-penalty P] [--title TITLE]
+        [--count 12] [--seed 0] [--beam-size K] [--length-penalty P]
+        [--no-repeat-ngram N] [--title TITLE]
 
 Draws `--count` test images with a seeded generator (every image as likely as any other,
 so that what works and what does not are both shown), captions them with the run's model
-(beam width and length penalty: the run's defaults for `captioner caption` unless given),
-and writes DIR/README.md with, per image, the caption, two of its references and the
-attention figure (DIR/NN.jpg: the photo, then every word's map; JPEG to keep the page small).
+(beam width, length penalty and no-repeat n-gram size: the run's defaults for `captioner
+caption` unless given), and writes DIR/README.md with, per image, the caption, two of its
+references and the attention figure (DIR/NN.jpg: the photo, then every word's map; JPEG to
+keep the page small).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--beam-size", type=int, help="default: the run's, as `caption`")
     parser.add_argument("--length-penalty", type=float, help="default: the run's")
+    parser.add_argument("--no-repeat-ngram", type=int, help="default: the run's")
     parser.add_argument("--title", default="Test images drawn at random")
     args = parser.parse_args()
     start_tensorflow()
@@ -53,8 +56,10 @@ def main() -> None:
         decoding_for="caption",
         beam_size=args.beam_size,
         length_penalty=args.length_penalty,
+        no_repeat_ngram=args.no_repeat_ngram,
     )
     beam_size, length_penalty = captioner.beam_size, captioner.length_penalty
+    no_repeat_ngram = captioner.no_repeat_ngram
     photos = [load_image(r.path) for r in chosen]
     captions = captioner.caption(resize_images(photos, captioner.image_size))
 
@@ -63,10 +68,12 @@ def main() -> None:
         f"# {args.title}",
         "",
         f"{args.count} test images drawn with seed {args.seed}; model `{args.run_dir}`, beam "
-        f"{beam_size}, length penalty {length_penalty:g}. Made by `python "
+        f"{beam_size}, length penalty {length_penalty:g}, no repeated {no_repeat_ngram} words "
+        f"(0: repeats allowed). Made by `python "
         f"tools/caption_examples.py {args.run_dir} --data {args.data} --images {args.images} "
         f"--out {args.out} --count {args.count} --seed {args.seed} --beam-size {beam_size} "
-        f"--length-penalty {length_penalty:g} --title '{args.title}'`. Under each word: its "
+        f"--length-penalty {length_penalty:g} --no-repeat-ngram {no_repeat_ngram} "
+        f"--title '{args.title}'`. Under each word: its "
         "attention map over the "
         "photo and the gate β.",
         "",
