@@ -126,18 +126,17 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, type=kind, default=default, help=help_text)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum`."""
 
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    parse.__name__ = "int"  # argparse's "invalid int value: 'x'"
+    return parse
 
 
 def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -149,7 +148,7 @@ def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None
     ) = (DECODING_DEFAULTS[kind][command] for kind in ("synthetic", "photos"))
     parser.add_argument(
         "--beam-size",
-        type=_positive_int,
+        type=_int_at_least(1),
         help="beam width; 1 with --length-penalty 0 is greedy decoding (default: by the "
         f"model's data: {synthetic_beam} for the synthetic shapes, {photo_beam} for photos)",
     )
@@ -162,7 +161,7 @@ def _add_decoding_options(parser: argparse.ArgumentParser, command: str) -> None
     )
     parser.add_argument(
         "--no-repeat-ngram",
-        type=_non_negative_int,
+        type=_int_at_least(0),
         metavar="N",
         help="never repeat a sequence of N words within a caption; 0: allow repeats (default: "
         f"by the model's data: {synthetic_ngram} for the synthetic shapes, {photo_ngram} for "

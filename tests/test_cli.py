@@ -303,7 +303,7 @@ def test_usage_errors_exit_2_without_traceback(run, tmp_path, capsys):
     assert "--beam-size: must be at least 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["caption", "--model", str(tmp_path), "--no-repeat-ngram", "-1", "x.png"])
-    assert "--no-repeat-ngram: must be 0 or more" in capsys.readouterr().err
+    assert "--no-repeat-ngram: must be at least 0, got -1" in capsys.readouterr().err
 
 
 def test_script_wrappers_call_their_subcommand(monkeypatch, capsys):
