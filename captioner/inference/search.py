@@ -66,9 +66,7 @@ def _repeated_ngram_words(tokens, t, n: int, vocab_size):
 
 def _block_repeats(log_probs, tokens, t, n: int, blocked_value: float):
     """log_probs (N, V) with the words that would repeat an n-gram of `tokens` (N, T) at
-    position t set to `blocked_value`; unchanged when n is 0."""
-    if not n:
-        return log_probs
+    position t set to `blocked_value`."""
     repeats = _repeated_ngram_words(tokens, t, n, ops.shape(log_probs)[-1])
     return ops.where(repeats, blocked_value, log_probs)
 
@@ -114,7 +112,9 @@ def greedy_search(
         logits, state, alpha, beta = outputs
         finished = carry["finished"]
         log_probs = _log_probs(logits, banned)
-        log_probs = _block_repeats(log_probs, carry["outputs"][:, 0], t, no_repeat_ngram, NEG_INF)
+        if no_repeat_ngram:
+            written = carry["outputs"][:, 0]  # (B, T): the words so far
+            log_probs = _block_repeats(log_probs, written, t, no_repeat_ngram, NEG_INF)
         if seed is None:
             # top_k, not argmax: ties go to the lower id, as in beam search, and it converts
             # to TFLite (Keras' argmax does not).
@@ -257,8 +257,9 @@ def beam_search(
         logits, state, alpha, beta = outputs
         log_probs = _log_probs(logits, banned, IMPOSSIBLE)  # (B * K, V)
         vocab_size = ops.shape(log_probs)[-1]
-        alive_tokens = ops.reshape(carry["alive_tokens"], (batch * k, max_length))
-        log_probs = _block_repeats(log_probs, alive_tokens, t, no_repeat_ngram, IMPOSSIBLE)
+        if no_repeat_ngram:
+            alive_tokens = ops.reshape(carry["alive_tokens"], (batch * k, max_length))
+            log_probs = _block_repeats(log_probs, alive_tokens, t, no_repeat_ngram, IMPOSSIBLE)
         log_probs = ops.reshape(log_probs, (batch, k, vocab_size))
         alive_alphas = _write_at(carry["alive_alphas"], t, ops.reshape(alpha, (batch, k, -1)))
         alive_betas = _write_at(carry["alive_betas"], t, ops.reshape(beta, (batch, k)))
