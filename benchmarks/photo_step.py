@@ -14,6 +14,9 @@ costs:
 - "whole input at every step": the top-down step as it was before its attention LSTM's
   input was split (each step multiplied the whole input, the words and the mean annotation
   included, by the kernel: `per_step_inputs` below);
+- "Grappler's rewrites on": the top-down step as it ran before the training loop ran its steps
+  in `repeatable_steps` (TensorFlow's graph optimiser on; the other variants run as
+  `captioner train` runs them, with its rewrites off);
 - "fine-tuning": the top-down step of `--fine-tune-blocks 2`, the encoder's top two blocks
   (block7a and the head) trained with the decoder, so the step takes 260 px images and runs
   the whole encoder instead of reading the cache.
@@ -30,6 +33,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -52,6 +56,7 @@ VARIANTS = {
     "topdown": {"decoder": "topdown"},
     "topdown, whole input at every step": {"decoder": "topdown", "per_step_inputs": True},
     "topdown, 64 words": {"decoder": "topdown", "vocabulary": SMALL_VOCABULARY},
+    "topdown, Grappler's rewrites on": {"decoder": "topdown", "graph_rewrites": True},
     "topdown, fine-tuning the top 2 encoder blocks": {"decoder": "topdown", "fine_tune_blocks": 2},
 }
 
@@ -102,6 +107,7 @@ class Variant(InterleavedSteps):
         from captioner.config import TrainConfig
         from captioner.data.batching import EpochBatches, array_lookup
         from captioner.models.encoders.blocks import unfreeze_top_blocks
+        from captioner.runtime import repeatable_steps
         from captioner.training.distribute import make_strategy
         from captioner.training.setup import build_model, resolve_settings
         from captioner.training.train_step import TrainStep
@@ -136,7 +142,13 @@ class Variant(InterleavedSteps):
         )
         self.config = config
         step = TrainStep(model, keras.optimizers.Adam(1e-3), make_strategy("default"))
-        super().__init__(batches, step)
+        rewrites = settings.get("graph_rewrites", False)
+
+        def train(batch):  # the steps take turns, so each sets its own optimizer options
+            with contextlib.nullcontext() if rewrites else repeatable_steps():
+                return step(batch)
+
+        super().__init__(batches, train)
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,5 @@
-"""TensorFlow's start-up: quiet unless the user asks for its messages, and the device in use."""
+"""TensorFlow's start-up (quiet unless the user asks for its messages), the device in use, and
+training steps that repeat exactly."""
 
 from __future__ import annotations
 
@@ -68,3 +69,27 @@ def device_description() -> str:
         details = tf.config.experimental.get_device_details(gpu)
         names.append(f"GPU {index} ({details.get('device_name', 'unknown')})")
     return ", ".join(names)
+
+
+@contextlib.contextmanager
+def repeatable_steps():
+    """Runs the compiled functions called inside without Grappler's graph rewrites.
+
+    A decoder step uses the annotations at every time step, so their gradient is a sum of
+    one term per step. Grappler's memory optimiser turns such sums into an accumulation in
+    the order the terms are ready, which varies with thread timing: the same training step
+    on the same batch gave gradients that differ in the seventh digit from call to call,
+    and two runs of one command drifted apart. Without the rewrites the sums keep their
+    order and a seeded run repeats exactly; the training step is no slower
+    (`benchmarks/photo_step.py`). The options in force before are restored on exit.
+    """
+    import tensorflow as tf
+
+    saved = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": saved.get("disable_meta_optimizer", False)}
+        )

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from captioner.data.batching import EpochBatches
+from captioner.runtime import repeatable_steps
 from captioner.training.checkpoint import CheckpointStore
 from captioner.training.train_step import TrainStep
 
@@ -155,27 +156,28 @@ class Trainer:
         self.callbacks.on_epoch_begin(epoch)
         dataset = self.step.distribute(self.batches.dataset(epoch, skip_batches=self.batch))
         started = time.perf_counter()
-        for inputs, targets in dataset:
-            captions = _caption_count(targets)
-            losses = self.step((inputs, targets))
-            if not all(math.isfinite(v) for v in losses.values()):
-                self._diverged(losses)
-            self.batch += 1
-            now = time.perf_counter()
-            self.sums["seconds"] += now - started
-            started = now
-            self.sums["steps"] += 1
-            self.sums["captions"] += captions
-            for key in self.loss_keys:
-                self.sums[key] += losses[key]
-            rate = self.sums["captions"] / max(self.sums["seconds"], 1e-9)
-            self.callbacks.on_train_batch_end(
-                self.batch - 1, {**losses, "captions_per_second": rate}
-            )
-            if self.stop_signal is not None:
-                self._stop_for_signal()
-            if self.checkpoint_steps and self.global_step % self.checkpoint_steps == 0:
-                self.save()
+        with repeatable_steps():
+            for inputs, targets in dataset:
+                captions = _caption_count(targets)
+                losses = self.step((inputs, targets))
+                if not all(math.isfinite(v) for v in losses.values()):
+                    self._diverged(losses)
+                self.batch += 1
+                now = time.perf_counter()
+                self.sums["seconds"] += now - started
+                started = now
+                self.sums["steps"] += 1
+                self.sums["captions"] += captions
+                for key in self.loss_keys:
+                    self.sums[key] += losses[key]
+                rate = self.sums["captions"] / max(self.sums["seconds"], 1e-9)
+                self.callbacks.on_train_batch_end(
+                    self.batch - 1, {**losses, "captions_per_second": rate}
+                )
+                if self.stop_signal is not None:
+                    self._stop_for_signal()
+                if self.checkpoint_steps and self.global_step % self.checkpoint_steps == 0:
+                    self.save()
         steps = max(self.sums["steps"], 1)
         logs = {key: self.sums[key] / steps for key in self.loss_keys}
         logs["lr"] = self.learning_rate()
