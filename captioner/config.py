@@ -46,7 +46,7 @@ DATA_DEFAULTS = {
         "epochs": 8,
         "select_metric": "cider",  # bleu4 without the coco extra
         "decoder": "topdown",
-        "scst_epochs": 3,  # 0 when the encoder is fine-tuned instead (the stages do not combine)
+        "scst_epochs": 5,  # 0 when the encoder is fine-tuned instead (the stages do not combine)
         "penalty_weight": 0.01,  # about 1/8 of the paper's weight: fewer attention sinks
         "scst_penalty_weight": 0.01,  # the same in the self-critical stage
     },

@@ -196,7 +196,7 @@ def test_the_model_is_built_with_the_decoder_and_coverage_asked_for():
 
 def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
     photos = resolve_settings(TrainConfig(data="flickr8k.json"))
-    assert (photos.data_kind, photos.decoder, photos.scst_epochs) == ("photos", "topdown", 3)
+    assert (photos.data_kind, photos.decoder, photos.scst_epochs) == ("photos", "topdown", 5)
     # fine-tuning and self-critical training do not combine: no SCST unless asked for
     assert resolve_settings(TrainConfig(data="d.json", fine_tune_blocks=2)).scst_epochs == 0
     synthetic = resolve_settings(TrainConfig())
