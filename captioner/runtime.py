@@ -76,12 +76,14 @@ def repeatable_steps():
     """Runs the compiled functions called inside without Grappler's graph rewrites.
 
     A decoder step uses the annotations at every time step, so their gradient is a sum of
-    one term per step. Grappler's memory optimiser turns such sums into an accumulation in
-    the order the terms are ready, which varies with thread timing: the same training step
-    on the same batch gave gradients that differ in the seventh digit from call to call,
-    and two runs of one command drifted apart. Without the rewrites the sums keep their
-    order and a seeded run repeats exactly; the training step is no slower
-    (`benchmarks/photo_step.py`). The options in force before are restored on exit.
+    one term per step. With Grappler on, the same training step on the same batch gave
+    gradients of the annotations' projection that differ in the seventh digit from call to
+    call (with one inter-op thread they did not), and two runs of one command drifted
+    apart. None of the rewrites that have a switch of their own caused it; the memory
+    optimiser, which has none, can turn such a sum into an accumulation in the order its
+    terms are ready. Without the rewrites a seeded run repeats exactly, and the training
+    step is no slower (`benchmarks/photo_step.py`). The options in force before are
+    restored on exit.
     """
     import tensorflow as tf
 
