@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from captioner.cli import main
-from captioner.config import DECODING_DEFAULTS, DECODING_OPTIONS
+from captioner.config import DATA_DEFAULTS, DECODING_DEFAULTS, DECODING_OPTIONS
 from tests.test_cli import TINY_MODEL
 
 CAPTIONS = ["a dog runs on the grass .", "a brown dog is running", "the dog plays outside"]
@@ -45,11 +45,13 @@ def test_flickr8k_files_train_and_evaluate_into_runs_flickr8k(tmp_path, monkeypa
     config = json.loads((run_dir / "config.json").read_text())
     assert config["out"] == "runs/flickr8k" and config["images"] == "Flicker8k_Dataset"
     # the real-photo recipe: top-down decoder, then self-critical epochs
+    photos = DATA_DEFAULTS["photos"]
     assert (config["data_kind"], config["decoder"], config["scst_epochs"]) == (
         "photos",
         "topdown",
-        3,
+        photos["scst_epochs"],
     )
+    assert photos["scst_epochs"] > 0
     assert "(SCST)" in printed
 
     # evaluate reads the same files again from the run's config, decoding as chosen for photos
