@@ -1,10 +1,10 @@
 """Training steps repeat exactly: the gradient of the same batch is the same every time.
 
-Grappler's memory optimiser sums the per-step gradient terms of the annotations in the order
-they are ready; at the sizes below (a real-photo grid, LSTM 256) that order varied with
-thread timing and the same gradient came out different on most calls (six of six on a
-2-core machine). `repeatable_steps`, which the training loop runs its steps in, turns the
-rewrites off.
+With TensorFlow's graph optimiser (Grappler) on, the gradient of the annotations' projection,
+a sum of one term per time step, varied with thread timing at the sizes below (a real-photo
+grid, LSTM 256): the same gradient came out different on six calls of six on a 2-core
+machine, and this test failed. `repeatable_steps`, which the training loop runs its steps
+in, turns the rewrites off (its docstring says which rewrite is the likely cause).
 """
 
 import keras
