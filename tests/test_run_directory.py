@@ -35,7 +35,8 @@ def test_the_run_s_decoding_defaults_fill_what_is_not_given(untrained_run, tmp_p
     given = Captioner.from_run_dir(
         run_dir, decoding_for="caption", beam_size=2, length_penalty=None, no_repeat_ngram=4
     )
-    assert (given.beam_size, given.length_penalty, given.no_repeat_ngram) == (2, 1.0, 4)
+    photo_penalty = DECODING_DEFAULTS["photos"]["caption"][1]
+    assert (given.beam_size, given.length_penalty, given.no_repeat_ngram) == (2, photo_penalty, 4)
     plain = Captioner.from_run_dir(untrained_run, decoding_for="evaluate")  # synthetic: greedy
     assert (plain.beam_size, plain.length_penalty) == (1, 0.0)
     unset = Captioner.from_run_dir(run_dir)  # no command: the constructor's defaults

@@ -215,7 +215,7 @@ def test_the_kind_of_data_picks_the_decoder_stages_and_decoding():
     with pytest.raises(ValueError, match="--data-kind must be one of"):
         resolve_settings(TrainConfig(data_kind="photo"))
     # decoding defaults follow the kind; runs saved before data_kind decode as they did
-    assert photos.decoding_defaults("evaluate") == (3, 1.0, 2)
+    assert photos.decoding_defaults("evaluate") == (3, 1.25, 2)
     assert synthetic.decoding_defaults("evaluate") == (1, 0.0, 0)
     assert synthetic.decoding_defaults("caption") == (3, 0.0, 0)
     assert TrainConfig(data="d.json").decoding_defaults("evaluate") == (1, 0.0, 0)
