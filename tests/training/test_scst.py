@@ -18,6 +18,7 @@ from captioner.training.scst import (
     caption_ids,
     check_scst,
     leave_one_out_baseline,
+    padding_cut,
     reference_ids,
     scst_loss,
     sequence_log_probs,
@@ -62,6 +63,33 @@ def test_a_step_measures_samples_against_its_baseline(baseline, monkeypatch):
         assert logs["baseline"] == pytest.approx(logs["reward"])
     assert logs["loss"] != 0.0
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, step.variables))
+
+
+def test_the_update_runs_over_the_longest_sample_only_and_learns_the_same():
+    tokens = np.array([[5, 6, END, 0, 0, 0], [8, END, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(padding_cut(tokens), tokens[:, :3])
+    unended = np.array([[5, 6, 7, 8], [9, END, 0, 0]])  # a sample cut at the longest length
+    np.testing.assert_array_equal(padding_cut(unended), unended)
+    # The padding the cut leaves out changes neither the loss nor its gradient.
+    model = tiny_model()
+    images = np.random.default_rng(3).integers(0, 255, (1, 32, 32, 3), dtype=np.uint8)
+    padded = tf.constant([[[5, 6, 7, END, 0, 0], [8, 9, END, 0, 0, 0]]], tf.int32)
+    cut = tf.constant(padding_cut(padded.numpy().reshape(2, -1)).reshape(1, 2, -1))
+    assert cut.shape == (1, 2, 4)
+    variables = model.decoder.trainable_variables
+    results = []
+    for samples in (padded, cut):
+        with tf.GradientTape() as tape:
+            loss, penalty = scst_loss(
+                model, images, samples, tf.constant([0.7, -0.7]), OPTIONS, penalty_weight=0.5
+            )
+        results.append((float(loss), float(penalty), tape.gradient(loss, variables)))
+    (loss_p, penalty_p, grads_p), (loss_c, penalty_c, grads_c) = results
+    assert loss_c == pytest.approx(loss_p, rel=1e-6) and penalty_c == pytest.approx(penalty_p)
+    for g_p, g_c in zip(grads_p, grads_c, strict=True):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(g_c), tf.convert_to_tensor(g_p), rtol=1e-5, atol=1e-7
+        )
 
 
 def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
