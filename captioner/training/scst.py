@@ -116,8 +116,9 @@ def caption_ids(tokens: np.ndarray, end_id: int) -> list[tuple[int, ...]]:
 def padding_cut(tokens: np.ndarray) -> np.ndarray:
     """(N, T) searched tokens -> (N, T') with T' the longest caption's length (`<end>`
     included): the positions after it are padding in every row, and the teacher-forced
-    pass over them would cost a fifth of a Flickr8k step for nothing (the loss and its
-    gradient leave padding out; each length T' compiles its own update, once a run)."""
+    pass over them cost a quarter of a Flickr8k step for nothing (`benchmarks/scst_step.py`;
+    the loss and its gradient leave padding out; each length T' compiles its own update,
+    once a run)."""
     return tokens[:, : max(1, int(np.count_nonzero(tokens, axis=1).max()))]
 
 
