@@ -13,6 +13,7 @@ from captioner.data.vocabulary import Vocabulary
 from captioner.evaluation.cider import CiderD
 from captioner.inference.captioner import Captioner
 from captioner.inference.search import searched_log_probs
+from captioner.runtime import repeatable_steps
 from captioner.training.scst import (
     ScstStep,
     caption_ids,
@@ -90,6 +91,26 @@ def test_the_update_runs_over_the_longest_sample_only_and_learns_the_same():
         np.testing.assert_allclose(
             tf.convert_to_tensor(g_c), tf.convert_to_tensor(g_p), rtol=1e-5, atol=1e-7
         )
+
+
+def test_steps_from_the_same_start_and_seed_repeat_exactly():
+    # as `captioner train` runs them: a seeded run gives the same numbers again
+    targets = np.array([[[4, 5, END, 0], [6, END, 0, 0]], [[7, 8, 9, END], [4, END, 0, 0]]])
+    images = np.random.default_rng(4).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+
+    def run():
+        keras.utils.set_random_seed(0)
+        captioner = Captioner(tiny_model(), Vocabulary(TINY_WORDS), beam_size=1)
+        scorer = CiderD(reference_ids(targets, END))
+        step = ScstStep(captioner, keras.optimizers.Adam(0.01), scorer, samples=3, seed=5)
+        with repeatable_steps():
+            logs = [step(((tf.constant(images), None), tf.constant(targets))) for _ in range(3)]
+        return logs, [w.numpy() for w in step.variables]
+
+    (logs_a, weights_a), (logs_b, weights_b) = run(), run()
+    assert logs_a == logs_b and logs_a[0] != logs_a[2]
+    for a, b in zip(weights_a, weights_b, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_sample_above_the_baseline_gains_probability_and_one_below_loses():
