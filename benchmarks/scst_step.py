@@ -34,18 +34,16 @@ VARIANTS = ("cut", "whole length")
 
 def scst_steps(run_dir: Path):
     """The run's model with its cached training features, and a self-critical step per
-    variant; returns (batches, {variant: step})."""
+    variant, built as `captioner train` builds its own; returns (batches, {variant: step})."""
     import keras
 
     from captioner.config import TrainConfig
-    from captioner.data.batching import EpochBatches, encode_captions
     from captioner.data.dataset import select_split
     from captioner.data.formats import load_dataset
     from captioner.data.vocabulary import Vocabulary
-    from captioner.evaluation.cider import CiderD
-    from captioner.inference.captioner import CONFIG_FILE, MODEL_FILE, VOCAB_FILE, Captioner
+    from captioner.inference.captioner import CONFIG_FILE, MODEL_FILE, VOCAB_FILE
     from captioner.training.inputs import feature_inputs
-    from captioner.training.scst import ScstStep, reference_ids
+    from captioner.training.scst import scst_batches_and_step
     from captioner.training.setup import build_model
 
     config = TrainConfig.load(run_dir / CONFIG_FILE)
@@ -56,26 +54,9 @@ def scst_steps(run_dir: Path):
     model = build_model(config, len(vocab))
     lookup, train, _ = feature_inputs(model, config, train, [], print, verbose=0)
     model.load_weights(run_dir / MODEL_FILE)
-    ids, counts = encode_captions(train, vocab, config.max_length)
-    batches = EpochBatches(
-        lookup, ids, counts, batch_size=config.batch_size, seed=config.seed,
-        bucketing=False, captions_per_image=ids.shape[1],
-    )  # fmt: skip
-    scorer = CiderD(reference_ids(ids[:, :, 1:], vocab.end_id))
-    captioner = Captioner(model, vocab, beam_size=1)
-    steps = {
-        name: ScstStep(
-            captioner,
-            keras.optimizers.Adam(config.scst_learning_rate),
-            scorer,
-            config.scst_samples,
-            config.scst_baseline,
-            config.clip_norm,
-            config.seed,
-            config.scst_penalty_weight,
-        )
-        for name in VARIANTS
-    }
+    steps = {}
+    for name in VARIANTS:
+        batches, steps[name] = scst_batches_and_step(model, config, vocab, lookup, train)
     return batches, steps
 
 
@@ -126,10 +107,14 @@ def main() -> None:
     print("| update over | timed steps | positions | s per step | captions/s | s per epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in VARIANTS:
-        mean = sum(seconds[name]) / max(len(seconds[name]), 1)
+        timed = len(seconds[name])
         positions = sum(lengths[name]) / len(lengths[name])
+        if not timed:  # every step compiled an update: run more steps
+            print(f"| {name} | 0 | {positions:.1f} | – | – | – |")
+            continue
+        mean = sum(seconds[name]) / timed
         print(
-            f"| {name} | {len(seconds[name])} | {positions:.1f} | {mean:.2f} | "
+            f"| {name} | {timed} | {positions:.1f} | {mean:.2f} | "
             f"{batches.batch_size * samples / mean:.1f} | {mean * batches.steps_per_epoch:.0f} |"
         )
 

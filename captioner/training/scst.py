@@ -284,6 +284,39 @@ class ScstStep:
         }
 
 
+def scst_batches_and_step(
+    model,
+    config: TrainConfig,
+    vocab: Vocabulary,
+    lookup: InputLookup,
+    train_records: Sequence[ImageRecord],
+) -> tuple[EpochBatches, ScstStep]:
+    """The stage's batches, with every reference of an image in its batch row (they are what
+    the samples are scored on), and its step: CIDEr-D with the training references' document
+    frequencies, a fresh Adam at `config.scst_learning_rate`."""
+    ids, counts = encode_captions(train_records, vocab, config.max_length)
+    batches = EpochBatches(
+        lookup,
+        ids,
+        counts,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        bucketing=False,
+        captions_per_image=ids.shape[1],
+    )
+    step = ScstStep(
+        Captioner(model, vocab, beam_size=1),
+        keras.optimizers.Adam(config.scst_learning_rate),
+        CiderD(reference_ids(ids[:, :, 1:], vocab.end_id)),
+        config.scst_samples,
+        config.scst_baseline,
+        config.clip_norm,
+        config.seed,
+        config.scst_penalty_weight if config.attention != "mean" else 0.0,
+    )
+    return batches, step
+
+
 def self_critical_training(
     model,
     config: TrainConfig,
@@ -316,30 +349,7 @@ def self_critical_training(
         RunDirectoryError: there is no model to start from.
     """
     load_best_model(model, run_dir)
-    ids, counts = encode_captions(train_records, vocab, config.max_length)
-    # every reference of an image in its batch row: they are what the samples are scored on
-    batches = EpochBatches(
-        lookup,
-        ids,
-        counts,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        bucketing=False,
-        captions_per_image=ids.shape[1],
-    )
-    scorer = CiderD(reference_ids(ids[:, :, 1:], vocab.end_id))
-    optimizer = keras.optimizers.Adam(config.scst_learning_rate)
-    captioner = Captioner(model, vocab, beam_size=1)
-    step = ScstStep(
-        captioner,
-        optimizer,
-        scorer,
-        config.scst_samples,
-        config.scst_baseline,
-        config.clip_norm,
-        config.seed,
-        config.scst_penalty_weight if config.attention != "mean" else 0.0,
-    )
+    batches, step = scst_batches_and_step(model, config, vocab, lookup, train_records)
 
     trainer, resumed = later_stage_trainer(
         model,
