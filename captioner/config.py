@@ -44,8 +44,9 @@ DATA_DEFAULTS = {
         "min_count": 5,
         "captions_per_image": 5,
         # 5 cross-entropy epochs (8 until ffbdd03): with the 5 self-critical ones the whole
-        # recipe took 88 min on a 2-core machine where 8 + 5 took 115, over the 90-minute
-        # budget; 8 scored 1.2 test CIDEr-D more (docs/results.md).
+        # recipe took 88 min on a 2-core AVX2 machine where 8 + 5 took 115, over the
+        # 90-minute budget (62 min on a 2-core AVX-512 one); 8 scored 1.2 test CIDEr-D more
+        # (docs/results.md).
         "epochs": 5,
         "select_metric": "cider",  # bleu4 without the coco extra
         "decoder": "topdown",
