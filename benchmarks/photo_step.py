@@ -17,6 +17,10 @@ costs:
 - "Grappler's rewrites on": the top-down step as it ran before the training loop ran its steps
   in `repeatable_steps` (TensorFlow's graph optimiser on; the other variants run as
   `captioner train` runs them, with its rewrites off);
+- "widths 384" / "attention 256": the top-down step with a narrower embedding, LSTMs and
+  attention (`--embed-dim 384 --units 384 --attention-dim 384`), or attention alone;
+- "17x17 grid": the top-down step on the stride-16 cut of Lite2 at 260 px (`--grid-stride
+  16`: 289 cells of 120 channels, projected to 512 like the whole network's);
 - "fine-tuning": the top-down step of `--fine-tune-blocks 2`, the encoder's top two blocks
   (block7a and the head) trained with the decoder, so the step takes 260 px images and runs
   the whole encoder instead of reading the cache.
@@ -48,6 +52,8 @@ SMALL_VOCABULARY = 64
 NUM_IMAGES = 320
 CAPTIONS_PER_IMAGE = 5
 GRID, DEPTH = 81, 1280  # EfficientNet-Lite2's whole network at 260 px
+STRIDE_16_GRID = 289, 120  # the same network cut after its last stride-16 stage: 17x17x120
+NARROW = {"embed_dim": 384, "units": 384, "attention_dim": 384}
 
 VARIANTS = {
     "paper": {"decoder": "paper"},
@@ -56,6 +62,13 @@ VARIANTS = {
     "topdown": {"decoder": "topdown"},
     "topdown, whole input at every step": {"decoder": "topdown", "per_step_inputs": True},
     "topdown, 64 words": {"decoder": "topdown", "vocabulary": SMALL_VOCABULARY},
+    "topdown, widths 384": {"decoder": "topdown", "sizes": NARROW},
+    "topdown, attention 256": {"decoder": "topdown", "sizes": {"attention_dim": 256}},
+    "topdown, 17x17 grid": {
+        "decoder": "topdown",
+        "grid": STRIDE_16_GRID,
+        "sizes": {"grid_stride": 16},
+    },
     "topdown, Grappler's rewrites on": {"decoder": "topdown", "graph_rewrites": True},
     "topdown, fine-tuning the top 2 encoder blocks": {"decoder": "topdown", "fine_tune_blocks": 2},
 }
@@ -120,6 +133,7 @@ class Variant(InterleavedSteps):
                 encoder_weights="none",
                 decoder=settings["decoder"],
                 attention=settings.get("attention", "soft"),
+                **settings.get("sizes", {}),
             ),
             synthetic=False,
         )
@@ -127,7 +141,7 @@ class Variant(InterleavedSteps):
         model = build_model(config, vocabulary)
         if settings.get("per_step_inputs"):
             per_step_inputs(model.decoder)
-        inputs = features
+        inputs = features(*settings.get("grid", (GRID, DEPTH)))
         if settings.get("fine_tune_blocks"):
             unfreeze_top_blocks(model.encoder, settings["fine_tune_blocks"])
             inputs = images()
@@ -160,7 +174,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
-    features = rng.normal(size=(NUM_IMAGES, GRID, DEPTH)).astype("float32")
+
+    def features(cells, depth):  # the cached grid features of NUM_IMAGES images
+        return rng.normal(size=(NUM_IMAGES, cells, depth)).astype("float32")
 
     def images():  # made only for the fine-tuning variant: 260 px, as Lite2 takes them
         return rng.integers(0, 256, (NUM_IMAGES, 260, 260, 3), dtype=np.uint8)
@@ -176,7 +192,8 @@ def main(argv=None) -> int:
 
     config = runs[0].config
     sizes = {k: getattr(config, k) for k in ("embed_dim", "units", "attention_dim", "batch_size")}
-    print(f"sizes: {sizes}, grid {GRID}x{DEPTH}; load average {load_before:.1f}-{load_after:.1f}")
+    load = f"load average {load_before:.1f}-{load_after:.1f}"
+    print(f"sizes (unless the variant names others): {sizes}, grid {GRID}x{DEPTH}; {load}")
     print("| step | captions/s | s per 30,000 captions (a Flickr8k epoch) | timed steps |")
     print("|---|---:|---:|---:|")
     for run in runs:
