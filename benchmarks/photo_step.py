@@ -2,7 +2,8 @@
 
 Times `TrainStep` (the step `captioner train` runs) on the real-photo defaults
 (`DATA_DEFAULTS["photos"]`: cached 9x9x1280 grid standardised and projected to 512,
-embedding, LSTM and attention 512, batches of 32 images with 5 captions each, bucketed),
+embedding, LSTM and attention 384 (512 before 770dd18), batches of 32 images with 5
+captions each, bucketed),
 and on variants that each take one part away, so that the differences say what that part
 costs:
 
@@ -17,8 +18,8 @@ costs:
 - "Grappler's rewrites on": the top-down step as it ran before the training loop ran its steps
   in `repeatable_steps` (TensorFlow's graph optimiser on; the other variants run as
   `captioner train` runs them, with its rewrites off);
-- "widths 384" / "attention 256": the top-down step with a narrower embedding, LSTMs and
-  attention (`--embed-dim 384 --units 384 --attention-dim 384`), or attention alone;
+- "widths 384" / "widths 512" / "attention 256": the top-down step with embedding, LSTMs and
+  attention 384 wide (the defaults since 770dd18) or 512 (before it), or attention alone 256;
 - "17x17 grid": the top-down step on the stride-16 cut of Lite2 at 260 px (`--grid-stride
   16`: 289 cells of 120 channels, projected to 512 like the whole network's);
 - "fine-tuning": the top-down step of `--fine-tune-blocks 2`, the encoder's top two blocks
@@ -53,7 +54,8 @@ NUM_IMAGES = 320
 CAPTIONS_PER_IMAGE = 5
 GRID, DEPTH = 81, 1280  # EfficientNet-Lite2's whole network at 260 px
 STRIDE_16_GRID = 289, 120  # the same network cut after its last stride-16 stage: 17x17x120
-NARROW = {"embed_dim": 384, "units": 384, "attention_dim": 384}
+NARROW = {"embed_dim": 384, "units": 384, "attention_dim": 384}  # the defaults since 770dd18
+WIDE = {"embed_dim": 512, "units": 512, "attention_dim": 512}  # the defaults before it
 
 VARIANTS = {
     "paper": {"decoder": "paper"},
@@ -63,6 +65,7 @@ VARIANTS = {
     "topdown, whole input at every step": {"decoder": "topdown", "per_step_inputs": True},
     "topdown, 64 words": {"decoder": "topdown", "vocabulary": SMALL_VOCABULARY},
     "topdown, widths 384": {"decoder": "topdown", "sizes": NARROW},
+    "topdown, widths 512": {"decoder": "topdown", "sizes": WIDE},
     "topdown, attention 256": {"decoder": "topdown", "sizes": {"attention_dim": 256}},
     "topdown, 17x17 grid": {
         "decoder": "topdown",
